@@ -1,0 +1,1 @@
+"""What every service shares: settings, vocabulary, messages, the database and the edges."""

@@ -1,0 +1,1 @@
+"""The shared Postgres schema and the SQL for each table family."""

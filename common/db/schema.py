@@ -1,0 +1,237 @@
+"""Every table on one MetaData: the sync's own tables (seed names), config, and the CRM subset.
+
+Postgres is the only dialect: the stages rely on JSONB, ``ON CONFLICT`` and ``SKIP LOCKED``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _now() -> Column[object]:
+    return Column(
+        "created_date", DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+# --- the sync's own tables (seed: table reference) ---------------------------------------
+
+cache = Table(
+    "civicrm_mailchimpsync_cache",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("mailchimp_list_id", String(32), nullable=False),
+    Column("mailchimp_member_id", String(32)),
+    Column("mailchimp_email", String(255)),
+    Column("mailchimp_status", String(20)),
+    Column("mailchimp_updated", DateTime(timezone=True)),
+    Column("mailchimp_data", JSONB),
+    Column("civicrm_data", JSONB),
+    Column("civicrm_groups", JSONB),
+    Column("civicrm_contact_id", Integer),
+    Column("sync_status", String(8), nullable=False, server_default="todo"),
+    CheckConstraint(
+        "sync_status IN ('ok', 'todo', 'live', 'redo', 'fail')", name="sync_status_valid"
+    ),
+    CheckConstraint(
+        "mailchimp_status IS NULL OR mailchimp_status IN "
+        "('subscribed', 'unsubscribed', 'cleaned', 'pending', 'transactional', 'archived')",
+        name="mailchimp_status_valid",
+    ),
+    UniqueConstraint("mailchimp_list_id", "mailchimp_member_id"),
+    Index(None, "mailchimp_list_id", "sync_status", "id"),
+    Index(None, "mailchimp_list_id", "civicrm_contact_id"),
+    Index(None, "civicrm_contact_id"),
+)
+
+batch = Table(
+    "civicrm_mailchimpsync_batch",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("mailchimp_list_id", String(32), nullable=False),
+    Column("mailchimp_batch_id", String(32)),
+    Column("status", String(20)),
+    Column("submitted_at", DateTime(timezone=True)),
+    Column("completed_at", DateTime(timezone=True)),
+    Column("finished_operations", Integer, nullable=False, server_default="0"),
+    Column("errored_operations", Integer, nullable=False, server_default="0"),
+    Column("total_operations", Integer, nullable=False, server_default="0"),
+    Column("response_processed", SmallInteger, nullable=False, server_default="0"),
+    CheckConstraint("response_processed IN (0, 1, 2)", name="response_processed_valid"),
+    UniqueConstraint("mailchimp_batch_id"),
+    Index(None, "mailchimp_list_id", "response_processed"),
+)
+
+update = Table(
+    "civicrm_mailchimpsync_update",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column(
+        "mailchimpsync_cache_id",
+        BigInteger,
+        ForeignKey(cache.c.id, ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("mailchimpsync_batch_id", BigInteger, ForeignKey(batch.c.id, ondelete="SET NULL")),
+    Column("data", JSONB, nullable=False),
+    Column("completed", Boolean, nullable=False, server_default="false"),
+    Column("error_response", Text),
+    _now(),
+    Index(None, "mailchimpsync_batch_id", "completed"),
+    Index(None, "mailchimpsync_cache_id", "completed"),
+    Index(
+        "ix_civicrm_mailchimpsync_update_unsubmitted",
+        "id",
+        postgresql_where=text("mailchimpsync_batch_id IS NULL AND NOT completed"),
+    ),
+)
+
+status = Table(
+    "civicrm_mailchimpsync_status",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("list_id", String(32), nullable=False, unique=True),
+    Column("data", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+)
+
+# --- configuration -------------------------------------------------------------------------
+
+account = Table(
+    "mailchimpsync_account",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("api_key", String(64), nullable=False, unique=True),
+    Column("batch_webhook_id", String(32)),
+)
+
+connection = Table(
+    "mailchimpsync_connection",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey(account.c.id, ondelete="CASCADE"), nullable=False),
+    Column("mailchimp_list_id", String(32), nullable=False, unique=True),
+    Column("subscription_group_id", Integer, nullable=False, unique=True),
+    Column("trust_override", String(10), nullable=False, server_default=""),
+    Column("data_sync", Boolean, nullable=False, server_default="false"),
+    Column("webhook_id", String(32)),
+    CheckConstraint("trust_override IN ('', 'Mailchimp', 'CiviCRM')", name="trust_valid"),
+)
+
+interest_map = Table(
+    "mailchimpsync_interest",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column(
+        "connection_id",
+        Integer,
+        ForeignKey(connection.c.id, ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("interest_id", String(32), nullable=False),
+    Column("group_id", Integer, nullable=False),
+    Column("trust_override", String(10), nullable=False, server_default=""),
+    CheckConstraint("trust_override IN ('', 'Mailchimp', 'CiviCRM')", name="trust_valid"),
+    UniqueConstraint("connection_id", "interest_id"),
+    UniqueConstraint("connection_id", "group_id"),
+)
+
+webhook_secret = Table(
+    "mailchimpsync_webhook_secret",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey(account.c.id, ondelete="CASCADE"), nullable=False),
+    Column("secret", String(64), nullable=False, unique=True),
+    _now(),
+)
+
+# --- the CRM (CiviCRM's names and meaning, a subset) ----------------------------------------
+
+contact = Table(
+    "civicrm_contact",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("contact_type", String(64), nullable=False, server_default="Individual"),
+    Column("first_name", String(64)),
+    Column("last_name", String(64)),
+    Column("source", String(255)),
+    Column("is_deleted", Boolean, nullable=False, server_default="false"),
+    _now(),
+    Column("modified_date", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+email = Table(
+    "civicrm_email",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("contact_id", Integer, ForeignKey(contact.c.id, ondelete="CASCADE"), nullable=False),
+    Column("email", String(254), nullable=False),
+    Column("is_primary", Boolean, nullable=False, server_default="false"),
+    Column("is_bulkmail", Boolean, nullable=False, server_default="false"),
+    Column("on_hold", SmallInteger, nullable=False, server_default="0"),
+    Column("hold_date", DateTime(timezone=True)),
+    Index(None, "contact_id"),
+    Index("ix_civicrm_email_lower_email", func.lower(text("email"))),
+)
+
+group = Table(
+    "civicrm_group",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("title", String(255), nullable=False),
+)
+
+group_contact = Table(
+    "civicrm_group_contact",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("group_id", Integer, ForeignKey(group.c.id, ondelete="CASCADE"), nullable=False),
+    Column("contact_id", Integer, ForeignKey(contact.c.id, ondelete="CASCADE"), nullable=False),
+    Column("status", String(8), nullable=False),
+    CheckConstraint("status IN ('Added', 'Removed', 'Pending')", name="status_valid"),
+    UniqueConstraint("group_id", "contact_id"),
+    Index(None, "contact_id"),
+)
+
+subscription_history = Table(
+    "civicrm_subscription_history",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("contact_id", Integer, ForeignKey(contact.c.id, ondelete="CASCADE"), nullable=False),
+    Column("group_id", Integer, ForeignKey(group.c.id, ondelete="CASCADE"), nullable=False),
+    Column("date", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("method", String(8), nullable=False),
+    Column("status", String(8), nullable=False),
+    CheckConstraint("status IN ('Added', 'Removed', 'Pending')", name="status_valid"),
+    Index(None, "contact_id", "group_id", "date"),
+    Index(None, "group_id", "date"),
+)

@@ -1,0 +1,106 @@
+"""One frozen Settings built from the environment; the only reader of os.environ."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+PREFIX = "MCSYNC_"
+
+
+class SettingsError(ValueError):
+    """A configuration variable is malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where everything lives. An empty URL means: use the embedded default."""
+
+    database_url: str = ""
+    broker_url: str = ""
+    redis_url: str = ""
+    mailchimp_api_url: str = ""
+    admin_token: str = ""
+    webhook_base_url: str = ""
+    data_dir: Path = Path(".mcsync")
+    log_level: str = "INFO"
+    mailchimp_timeout: float = 60.0
+    mailchimp_max_connections: int = 10
+
+    @property
+    def embedded_database(self) -> bool:
+        return not self.database_url
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.broker_url
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from MCSYNC_* variables; raise SettingsError naming a bad one."""
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        return cls(
+            database_url=reader.url("DATABASE_URL", ("postgresql", "postgresql+psycopg")),
+            broker_url=reader.url("BROKER_URL", ("amqp", "amqps")),
+            redis_url=reader.url("REDIS_URL", ("redis", "rediss", "unix")),
+            mailchimp_api_url=reader.url("MAILCHIMP_API_URL", ("http", "https")),
+            admin_token=reader.text("ADMIN_TOKEN"),
+            webhook_base_url=reader.url("WEBHOOK_BASE_URL", ("http", "https")),
+            data_dir=Path(reader.text("DATA_DIR") or ".mcsync"),
+            log_level=reader.choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
+            mailchimp_timeout=reader.positive_float("MAILCHIMP_TIMEOUT", 60.0),
+            mailchimp_max_connections=reader.positive_int("MAILCHIMP_MAX_CONNECTIONS", 10),
+        )
+
+
+@dataclass(frozen=True)
+class _Reader:
+    env: Mapping[str, str]
+
+    def text(self, name: str) -> str:
+        return self.env.get(PREFIX + name, "").strip()
+
+    def url(self, name: str, schemes: tuple[str, ...]) -> str:
+        value = self.text(name)
+        if not value:
+            return ""
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not (parts.netloc or parts.path or parts.query):
+            raise SettingsError(
+                f"{PREFIX}{name} must be a URL starting with one of "
+                f"{', '.join(s + '://' for s in schemes)}; got {value!r}"
+            )
+        return value
+
+    def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
+        value = self.text(name).upper() or default
+        if value not in allowed:
+            raise SettingsError(
+                f"{PREFIX}{name} must be one of {', '.join(allowed)}; got {value!r}"
+            )
+        return value
+
+    def positive_int(self, name: str, default: int) -> int:
+        value = self.text(name)
+        if not value:
+            return default
+        if not re.fullmatch(r"[1-9][0-9]*", value):
+            raise SettingsError(f"{PREFIX}{name} must be a positive integer; got {value!r}")
+        return int(value)
+
+    def positive_float(self, name: str, default: float) -> float:
+        value = self.text(name)
+        if not value:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not number > 0:
+            raise SettingsError(f"{PREFIX}{name} must be a positive number; got {value!r}")
+        return number

@@ -1,0 +1,57 @@
+from pathlib import Path
+
+import pytest
+
+from common.settings import Settings, SettingsError
+
+
+def test_nothing_set_means_the_embedded_default() -> None:
+    settings = Settings.from_env({})
+
+    assert settings.embedded_database
+    assert settings.embedded_broker
+    assert settings.redis_url == ""
+    assert settings.data_dir == Path(".mcsync")
+
+
+def test_production_urls_are_read_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "MCSYNC_DATABASE_URL": "postgresql+psycopg://sync@db:5432/sync",
+            "MCSYNC_BROKER_URL": "amqp://guest:guest@rabbit:5672/",
+            "MCSYNC_REDIS_URL": "redis://redis:6379/0",
+            "MCSYNC_MAILCHIMP_API_URL": "http://127.0.0.1:8099/3.0",
+            "MCSYNC_MAILCHIMP_MAX_CONNECTIONS": "8",
+        }
+    )
+
+    assert not settings.embedded_database
+    assert not settings.embedded_broker
+    assert settings.broker_url == "amqp://guest:guest@rabbit:5672/"
+    assert settings.mailchimp_api_url == "http://127.0.0.1:8099/3.0"
+    assert settings.mailchimp_max_connections == 8
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MCSYNC_DATABASE_URL", "mysql://root@localhost/crm"),
+        ("MCSYNC_BROKER_URL", "redis://localhost:6379"),
+        ("MCSYNC_REDIS_URL", "localhost:6379"),
+        ("MCSYNC_MAILCHIMP_API_URL", "ftp://example.org"),
+        ("MCSYNC_LOG_LEVEL", "LOUD"),
+        ("MCSYNC_MAILCHIMP_MAX_CONNECTIONS", "ten"),
+        ("MCSYNC_MAILCHIMP_MAX_CONNECTIONS", "0"),
+        ("MCSYNC_MAILCHIMP_TIMEOUT", "-5"),
+    ],
+)
+def test_a_malformed_value_fails_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_settings_cannot_be_changed_after_start_up() -> None:
+    settings = Settings.from_env({})
+
+    with pytest.raises(AttributeError):
+        settings.broker_url = "amqp://elsewhere"  # type: ignore[misc]
