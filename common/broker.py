@@ -7,6 +7,8 @@ same process (the embedded default).
 
 from __future__ import annotations
 
+from typing import cast
+
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
@@ -30,9 +32,6 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
 
 def build_rate_limiter_backend(settings: Settings) -> RateLimiterBackend:
     """Redis when configured (shared by every worker process), else in-process."""
-    backend: RateLimiterBackend
     if settings.redis_url:
-        backend = RedisBackend(url=settings.redis_url)
-    else:
-        backend = StubBackend()  # type: ignore[no-untyped-call]
-    return backend
+        return cast(RateLimiterBackend, RedisBackend(url=settings.redis_url))
+    return StubBackend()  # type: ignore[no-untyped-call]
