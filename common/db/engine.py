@@ -1,0 +1,34 @@
+"""Build the SQLAlchemy engine from Settings; nothing is built at import time."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from common.embedded import embedded_postgres_url, to_sqlalchemy_url
+from common.settings import Settings
+
+POOL_SIZE = 5
+MAX_OVERFLOW = 5
+POOL_RECYCLE_SECONDS = 1800
+
+
+def database_url(settings: Settings) -> str:
+    """The configured database URL, or the embedded Postgres under ``settings.data_dir``."""
+    if settings.database_url:
+        return to_sqlalchemy_url(settings.database_url)
+    return embedded_postgres_url(settings.data_dir)
+
+
+def create_engine(url: str) -> sa.Engine:
+    """An engine on psycopg 3 with a small pool that checks connections before use.
+
+    Workers are processes with few threads each, so a small pool is enough; ``pool_pre_ping``
+    survives a restarted server and ``pool_recycle`` idle connections cut by a proxy.
+    """
+    return sa.create_engine(
+        to_sqlalchemy_url(url),
+        pool_size=POOL_SIZE,
+        max_overflow=MAX_OVERFLOW,
+        pool_pre_ping=True,
+        pool_recycle=POOL_RECYCLE_SECONDS,
+    )

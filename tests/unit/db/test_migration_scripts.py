@@ -1,0 +1,23 @@
+"""The migration scripts load, form one line of history, and live inside the package."""
+
+from __future__ import annotations
+
+from alembic.script import ScriptDirectory
+
+from common.db import migrate
+
+
+def test_migration_history_is_one_line_ending_at_the_initial_revision() -> None:
+    scripts = ScriptDirectory.from_config(migrate.make_config())
+
+    assert scripts.get_heads() == ["0001_initial"]
+    assert [s.revision for s in scripts.walk_revisions()] == ["0001_initial"]
+
+
+def test_migration_scripts_are_shipped_as_packages_of_common() -> None:
+    versions = migrate.MIGRATIONS / "versions"
+
+    assert (migrate.MIGRATIONS / "__init__.py").is_file()
+    assert (versions / "__init__.py").is_file()
+    assert (migrate.MIGRATIONS / "script.py.mako").is_file()
+    assert migrate.MIGRATIONS.parent.name == "db"
