@@ -15,6 +15,7 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.rate_limits import RateLimiterBackend
 from dramatiq.rate_limits.backends import RedisBackend, StubBackend
 
+from common.messages import Message
 from common.settings import Settings
 
 
@@ -35,3 +36,17 @@ def build_rate_limiter_backend(settings: Settings) -> RateLimiterBackend:
     if settings.redis_url:
         return cast(RateLimiterBackend, RedisBackend(url=settings.redis_url))
     return StubBackend()  # type: ignore[no-untyped-call]
+
+
+def send(broker: dramatiq.Broker, *messages: Message) -> None:
+    """Enqueue messages by route (queue + actor name), without importing the consumer."""
+    for message in messages:
+        broker.enqueue(
+            dramatiq.Message(
+                queue_name=message.queue,
+                actor_name=message.actor,
+                args=(),
+                kwargs=message.to_wire(),
+                options={},
+            )
+        )

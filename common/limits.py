@@ -1,7 +1,7 @@
 """Mailchimp's limit of 10 concurrent connections per API key, across every worker process.
 
 A Redis sorted set per key holds one lease per request in flight, scored by when it was
-taken. Leases older than ``lease_seconds`` are dropped, so a worker killed mid-request gives
+taken. Leases older than ``lease_seconds`` do not count, so a worker killed mid-request gives
 its slot back by itself. (dramatiq's ConcurrentRateLimiter keeps one counter per key, and a
 slot leaked by a killed worker stays leaked for as long as traffic keeps the key alive.)
 Without Redis (the embedded default, one process) a semaphore per key does the same job.
@@ -55,12 +55,11 @@ class RedisConnectionLimiter:
         try:
             yield
         finally:
-            self.client.zrem(key, token)
+            self._release(key, token)
 
     def in_use(self, api_key: str) -> int:
         key = _key_name(api_key)
-        self.client.zremrangebyscore(key, "-inf", self._now() - self.lease_seconds)
-        return int(self.client.zcard(key))
+        return int(self.client.zcount(key, self._now() - self.lease_seconds, "+inf"))
 
     def _now(self) -> float:
         # Redis's clock, not ours: workers on several machines must agree on lease ages.
@@ -68,17 +67,26 @@ class RedisConnectionLimiter:
         return float(seconds) + micros / 1e6
 
     def _try_take(self, key: str, token: str) -> bool:
-        now = self._now()
+        # Optimistic transaction: if any other lease is taken or given back between our count
+        # and our write, Redis refuses the write (WATCH) and we count again.
         with self.client.pipeline(transaction=True) as pipe:
-            pipe.zremrangebyscore(key, "-inf", now - self.lease_seconds)
-            pipe.zadd(key, {token: now})
-            pipe.zrank(key, token)
-            pipe.expire(key, int(self.lease_seconds) + 60)
-            rank = pipe.execute()[2]
-        if rank is not None and rank < self.limit:
-            return True
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    now = self._now()
+                    if pipe.zcount(key, now - self.lease_seconds, "+inf") >= self.limit:
+                        return False
+                    pipe.multi()
+                    pipe.zremrangebyscore(key, "-inf", now - self.lease_seconds)
+                    pipe.zadd(key, {token: now})
+                    pipe.expire(key, int(self.lease_seconds) + 60)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
+
+    def _release(self, key: str, token: str) -> None:
         self.client.zrem(key, token)
-        return False
 
 
 @dataclass

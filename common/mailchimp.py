@@ -19,6 +19,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from common.limits import ConnectionLimiter, LocalConnectionLimiter
+
 API_KEY_PATTERN = re.compile(r"^[0-9a-f]{32}-([a-z]+[0-9]+)$")
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 JSON_TYPES = ("application/json", "application/problem+json")
@@ -88,6 +90,7 @@ class MailchimpClient:
     max_connections: int = 10
     retries: int = 5
     backoff_factor: float = 0.5
+    limiter: ConnectionLimiter = field(default_factory=LocalConnectionLimiter)
     session: requests.Session = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -132,13 +135,14 @@ class MailchimpClient:
     ) -> Any:
         """Send one request; return the decoded JSON (None for a 204)."""
         try:
-            response = self.session.request(
-                method,
-                self.base_url + path,
-                params=params,
-                json=body,
-                timeout=self.timeout,
-            )
+            with self.limiter.slot(self.api_key):
+                response = self.session.request(
+                    method,
+                    self.base_url + path,
+                    params=params,
+                    json=body,
+                    timeout=self.timeout,
+                )
         except (requests.ConnectionError, requests.Timeout) as error:
             raise MailchimpTransientError(f"{method} {path}: {error}") from error
         return _decode(method, path, response)

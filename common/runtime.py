@@ -1,0 +1,64 @@
+"""What one worker process holds: built from Settings when the process starts, not at import."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import dramatiq
+import redis
+import sqlalchemy as sa
+
+from common.broker import send
+from common.db.engine import create_engine, database_url
+from common.limits import ConnectionLimiter, LocalConnectionLimiter, RedisConnectionLimiter
+from common.mailchimp import MailchimpClient
+from common.messages import Message
+from common.settings import Settings
+
+
+@dataclass
+class Runtime:
+    """The engine, the broker, Mailchimp clients and the connection limiter of a process."""
+
+    settings: Settings
+    engine: sa.Engine
+    broker: dramatiq.Broker
+    limiter: ConnectionLimiter
+    _clients: dict[str, MailchimpClient] = field(default_factory=dict)
+    _clients_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def start(cls, settings: Settings, broker: dramatiq.Broker) -> Runtime:
+        return cls(settings, create_engine(database_url(settings)), broker, build_limiter(settings))
+
+    def mailchimp(self, api_key: str) -> MailchimpClient:
+        """One pooled client per API key, shared by the threads of this process."""
+        with self._clients_lock:
+            client = self._clients.get(api_key)
+            if client is None:
+                client = MailchimpClient(
+                    api_key,
+                    base_url=self.settings.mailchimp_api_url,
+                    timeout=self.settings.mailchimp_timeout,
+                    max_connections=self.settings.mailchimp_max_connections,
+                    limiter=self.limiter,
+                )
+                self._clients[api_key] = client
+            return client
+
+    def send(self, *messages: Message) -> None:
+        send(self.broker, *messages)
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self.engine.dispose()
+
+
+def build_limiter(settings: Settings) -> ConnectionLimiter:
+    """Redis leases when Redis is configured (many processes), else in-process."""
+    limit = settings.mailchimp_max_connections
+    if settings.redis_url:
+        return RedisConnectionLimiter(redis.Redis.from_url(settings.redis_url), limit=limit)
+    return LocalConnectionLimiter(limit=limit)
