@@ -114,12 +114,41 @@ update = Table(
     ),
 )
 
+STAGE_VALID = (
+    "stage IN ('readyToFetch', 'readyToFixContactIds', 'readyToCreateNewContactsFromMailchimp', "
+    "'readyToCleanUpDuplicates', 'readyToAddCiviOnly', 'readyToCheckForGroupChanges', "
+    "'readyToCheckForDataUpdates', 'readyToReconcileQueue', 'readyToSubmitUpdates')"
+)
+
+# One row per audience. The stage is changed only by compare-and-set on (stage, run_id), so two
+# workers never run the same stage of one audience; ``data`` keeps the log of messages.
 status = Table(
     "civicrm_mailchimpsync_status",
     metadata,
     Column("id", Integer, primary_key=True),
     Column("list_id", String(32), nullable=False, unique=True),
     Column("data", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("stage", String(64), nullable=False, server_default="readyToFetch"),
+    Column("run_id", String(36)),
+    Column("run_params", JSONB),
+    Column("run_started_at", DateTime(timezone=True)),
+    Column("sync_started_at", DateTime(timezone=True)),
+    Column("fetch_since", DateTime(timezone=True)),
+    Column("parked_reason", Text),
+    Column("heartbeat_at", DateTime(timezone=True)),
+    Column("last_sync_at", DateTime(timezone=True)),
+    CheckConstraint(STAGE_VALID, name="stage_valid"),
+)
+
+# The pages of one run's fetch: a page is fetched once; the last one to land moves the run on.
+fetch_page = Table(
+    "mailchimpsync_fetch_page",
+    metadata,
+    Column("list_id", String(32), primary_key=True),
+    Column("run_id", String(36), primary_key=True),
+    Column("page_offset", Integer, primary_key=True),
+    Column("fetched_at", DateTime(timezone=True)),
+    Column("member_count", Integer),
 )
 
 # --- configuration -------------------------------------------------------------------------
