@@ -1,0 +1,294 @@
+"""SQL for the status table (one row per audience: its run, stage and log) and fetch pages.
+
+The stage changes only by compare-and-set on (list_id, run_id, stage), under the row lock
+taken by ``lock``: two workers never run the same stage of one audience, and a message from
+an older run (its run_id no longer current) finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from common.db.schema import fetch_page, status
+from common.runs import RunLimits, fetch_since, parse_stop_on
+from common.vocabulary import Stage
+
+LOG_LIMIT = 100
+STALE_AFTER = timedelta(minutes=15)
+"""A run whose heartbeat is older than this is taken to be abandoned (a killed worker)."""
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """The seed's ``fetchandreconcile`` parameters for one audience."""
+
+    since: str | None = None
+    max_time: int = 300
+    stop_on: str | None = None
+    with_data: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "since": self.since,
+            "max_time": self.max_time,
+            "stop_on": self.stop_on,
+            "with_data": self.with_data,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> RunParams:
+        return cls(**(data or {}))
+
+
+@dataclass(frozen=True)
+class RunState:
+    list_id: str
+    stage: Stage
+    run_id: str | None
+    params: RunParams
+    run_started_at: datetime | None
+    sync_started_at: datetime | None
+    fetch_since: datetime | None
+    parked_reason: str | None
+    heartbeat_at: datetime | None
+    last_sync_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.run_id is not None and self.parked_reason is None
+
+    @property
+    def parked(self) -> bool:
+        return self.run_id is not None and self.parked_reason is not None
+
+    def current(self, run_id: str, stage: Stage) -> bool:
+        """True when a message for (run_id, stage) still has work to do."""
+        return self.active and self.run_id == run_id and self.stage is stage
+
+    def stale(self, now: datetime) -> bool:
+        return self.active and (self.heartbeat_at is None or now - self.heartbeat_at > STALE_AFTER)
+
+    def limits(self, data_sync: bool) -> RunLimits:
+        assert self.run_started_at is not None
+        return RunLimits(
+            started_at=self.run_started_at,
+            max_time=self.params.max_time,
+            stop_on=parse_stop_on(self.params.stop_on),
+            data_sync=data_sync or self.params.with_data,
+        )
+
+
+def _state(row: sa.Row[Any]) -> RunState:
+    return RunState(
+        list_id=row.list_id,
+        stage=Stage(row.stage),
+        run_id=row.run_id,
+        params=RunParams.from_json(row.run_params),
+        run_started_at=row.run_started_at,
+        sync_started_at=row.sync_started_at,
+        fetch_since=row.fetch_since,
+        parked_reason=row.parked_reason,
+        heartbeat_at=row.heartbeat_at,
+        last_sync_at=row.last_sync_at,
+    )
+
+
+def lock(conn: sa.Connection, list_id: str) -> RunState:
+    """Lock the audience's status row for this transaction (creating it if new)."""
+    conn.execute(pg_insert(status).values(list_id=list_id).on_conflict_do_nothing())
+    row = conn.execute(sa.select(status).where(status.c.list_id == list_id).with_for_update()).one()
+    return _state(row)
+
+
+def read(conn: sa.Connection, list_id: str) -> RunState | None:
+    row = conn.execute(sa.select(status).where(status.c.list_id == list_id)).one_or_none()
+    return None if row is None else _state(row)
+
+
+def start(
+    conn: sa.Connection, state: RunState, params: RunParams, override_set: bool, now: datetime
+) -> RunState:
+    """Begin a new run at ``readyToFetch`` (the row must be locked and idle)."""
+    since = fetch_since(params.since, state.last_sync_at, override_set)
+    return _set(
+        conn,
+        state.list_id,
+        stage=Stage.READY_TO_FETCH.value,
+        run_id=str(uuid.uuid4()),
+        run_params=params.to_json(),
+        run_started_at=now,
+        sync_started_at=now,
+        fetch_since=since,
+        parked_reason=None,
+        heartbeat_at=now,
+    )
+
+
+def resume(conn: sa.Connection, state: RunState, params: RunParams, now: datetime) -> RunState:
+    """Continue a parked or abandoned run where it stopped, under a new run id.
+
+    The new id makes messages still queued for the old one find nothing to do. The fetch
+    window (``since``) stays as it was; ``max_time`` and ``stop_on`` come from this trigger.
+    """
+    kept = RunParams(
+        since=state.params.since,
+        max_time=params.max_time,
+        stop_on=params.stop_on,
+        with_data=state.params.with_data or params.with_data,
+    )
+    return _set(
+        conn,
+        state.list_id,
+        run_id=str(uuid.uuid4()),
+        run_params=kept.to_json(),
+        run_started_at=now,
+        parked_reason=None,
+        heartbeat_at=now,
+    )
+
+
+def advance(conn: sa.Connection, state: RunState, to: Stage, now: datetime) -> RunState:
+    """Move the (locked) run on to the next stage."""
+    return _set(conn, state.list_id, stage=to.value, heartbeat_at=now)
+
+
+def park(conn: sa.Connection, state: RunState, at: Stage, reason: str, now: datetime) -> RunState:
+    """Stop the run before ``at``; the next trigger resumes it there."""
+    log(conn, state.list_id, f"parked before {at.value}: {reason}", now)
+    return _set(conn, state.list_id, stage=at.value, parked_reason=reason, heartbeat_at=now)
+
+
+def finish(conn: sa.Connection, state: RunState, now: datetime) -> RunState:
+    """The run is complete: back to ``readyToFetch``; the next run fetches since its start."""
+    log(conn, state.list_id, "sync complete", now)
+    return _set(
+        conn,
+        state.list_id,
+        stage=Stage.READY_TO_FETCH.value,
+        run_id=None,
+        parked_reason=None,
+        heartbeat_at=now,
+        last_sync_at=state.sync_started_at,
+    )
+
+
+def reset(conn: sa.Connection, list_id: str, now: datetime) -> RunState:
+    """``force_restart``: forget the run's tracking state (running work is not aborted)."""
+    conn.execute(sa.delete(fetch_page).where(fetch_page.c.list_id == list_id))
+    log(conn, list_id, "tracking state reset (force_restart)", now)
+    return _set(
+        conn,
+        list_id,
+        stage=Stage.READY_TO_FETCH.value,
+        run_id=None,
+        run_params=None,
+        parked_reason=None,
+        heartbeat_at=now,
+    )
+
+
+def heartbeat(conn: sa.Connection, list_id: str, run_id: str, now: datetime) -> None:
+    conn.execute(
+        sa.update(status)
+        .where(status.c.list_id == list_id, status.c.run_id == run_id)
+        .values(heartbeat_at=now)
+    )
+
+
+APPEND_LOG = sa.text(
+    """
+    UPDATE civicrm_mailchimpsync_status
+    SET data = jsonb_set(data, '{log}', (
+        SELECT coalesce(jsonb_agg(value ORDER BY n), '[]'::jsonb)
+        FROM (
+            SELECT value, n
+            FROM jsonb_array_elements(
+                coalesce(data -> 'log', '[]'::jsonb) || jsonb_build_array(CAST(:entry AS jsonb))
+            ) WITH ORDINALITY AS line(value, n)
+            ORDER BY n DESC
+            LIMIT :keep
+        ) AS newest
+    ))
+    WHERE list_id = :list_id
+    """
+)
+
+
+def log(conn: sa.Connection, list_id: str, message: str, now: datetime) -> None:
+    """Append a line to the audience's log, keeping the newest ``LOG_LIMIT`` lines."""
+    conn.execute(pg_insert(status).values(list_id=list_id).on_conflict_do_nothing())
+    entry = json.dumps({"at": now.isoformat(), "message": message})
+    conn.execute(APPEND_LOG, {"entry": entry, "keep": LOG_LIMIT, "list_id": list_id})
+
+
+def read_log(conn: sa.Connection, list_id: str) -> list[dict[str, str]]:
+    data = conn.execute(sa.select(status.c.data).where(status.c.list_id == list_id)).scalar()
+    return list((data or {}).get("log", []))
+
+
+def _set(conn: sa.Connection, list_id: str, **values: Any) -> RunState:
+    row = conn.execute(
+        sa.update(status).where(status.c.list_id == list_id).values(**values).returning(status)
+    ).one()
+    return _state(row)
+
+
+# --- fetch pages ----------------------------------------------------------------------------
+
+
+def add_pages(conn: sa.Connection, list_id: str, run_id: str, offsets: Iterable[int]) -> None:
+    rows = [{"list_id": list_id, "run_id": run_id, "page_offset": o} for o in offsets]
+    if rows:
+        conn.execute(pg_insert(fetch_page).on_conflict_do_nothing(), rows)
+
+
+def pages_of(conn: sa.Connection, list_id: str, run_id: str, fetched: bool) -> list[int]:
+    """Offsets of this run's pages that are (or are not yet) fetched."""
+    done = fetch_page.c.fetched_at.is_not(None) if fetched else fetch_page.c.fetched_at.is_(None)
+    query = (
+        sa.select(fetch_page.c.page_offset)
+        .where(fetch_page.c.list_id == list_id, fetch_page.c.run_id == run_id, done)
+        .order_by(fetch_page.c.page_offset)
+    )
+    return list(conn.scalars(query))
+
+
+def move_pages(conn: sa.Connection, list_id: str, from_run: str, to_run: str) -> None:
+    """A resumed run keeps the pages its earlier part planned."""
+    conn.execute(
+        sa.update(fetch_page)
+        .where(fetch_page.c.list_id == list_id, fetch_page.c.run_id == from_run)
+        .values(run_id=to_run)
+    )
+
+
+def mark_fetched(
+    conn: sa.Connection, list_id: str, run_id: str, offset: int, count: int, now: datetime
+) -> bool:
+    """Record a page as fetched; False when it already was (a redelivered message)."""
+    result = conn.execute(
+        sa.update(fetch_page)
+        .where(
+            fetch_page.c.list_id == list_id,
+            fetch_page.c.run_id == run_id,
+            fetch_page.c.page_offset == offset,
+            fetch_page.c.fetched_at.is_(None),
+        )
+        .values(fetched_at=now, member_count=count)
+    )
+    return result.rowcount == 1
+
+
+def forget_pages(conn: sa.Connection, list_id: str, keep_run: str | None = None) -> None:
+    query = sa.delete(fetch_page).where(fetch_page.c.list_id == list_id)
+    if keep_run is not None:
+        query = query.where(fetch_page.c.run_id != keep_run)
+    conn.execute(query)

@@ -1,0 +1,83 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from common.db import runs
+from common.db.runs import RunParams
+from common.vocabulary import Stage
+
+pytestmark = pytest.mark.integration
+
+LIST = "a1b2c3d4e5"
+NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+
+def test_a_first_run_fetches_everything_from_ready_to_fetch(db: sa.Connection) -> None:
+    state = runs.start(db, runs.lock(db, LIST), RunParams(), override_set=False, now=NOW)
+
+    assert state.active
+    assert state.stage is Stage.READY_TO_FETCH
+    assert state.fetch_since is None
+
+
+def test_the_next_run_fetches_since_the_last_one_began_less_two_hours(db: sa.Connection) -> None:
+    first = runs.start(db, runs.lock(db, LIST), RunParams(), False, NOW)
+    runs.finish(db, runs.advance(db, first, Stage.READY_TO_SUBMIT_UPDATES, NOW), NOW)
+
+    later = NOW + timedelta(days=1)
+    second = runs.start(db, runs.lock(db, LIST), RunParams(), False, later)
+
+    assert second.fetch_since == NOW - timedelta(hours=2)
+    assert second.run_id != first.run_id
+
+
+def test_a_finished_run_leaves_the_audience_idle_at_ready_to_fetch(db: sa.Connection) -> None:
+    state = runs.start(db, runs.lock(db, LIST), RunParams(), False, NOW)
+
+    done = runs.finish(db, runs.advance(db, state, Stage.READY_TO_SUBMIT_UPDATES, NOW), NOW)
+
+    assert not done.active
+    assert done.stage is Stage.READY_TO_FETCH
+    assert done.last_sync_at == NOW
+    assert runs.read_log(db, LIST)[-1]["message"] == "sync complete"
+
+
+def test_a_parked_run_resumes_at_its_stage_under_a_new_run_id(db: sa.Connection) -> None:
+    state = runs.start(
+        db, runs.lock(db, LIST), RunParams(stop_on="readyToReconcileQueue"), False, NOW
+    )
+    parked = runs.park(db, state, Stage.READY_TO_RECONCILE_QUEUE, "stop_on", NOW)
+    assert parked.parked and not parked.active
+
+    resumed = runs.resume(db, runs.lock(db, LIST), RunParams(max_time=0), NOW)
+
+    assert resumed.active
+    assert resumed.stage is Stage.READY_TO_RECONCILE_QUEUE
+    assert resumed.run_id != state.run_id
+    assert resumed.params.max_time == 0
+    assert not resumed.current(state.run_id or "", Stage.READY_TO_RECONCILE_QUEUE)
+
+
+def test_a_run_without_heartbeat_for_a_long_time_is_stale(db: sa.Connection) -> None:
+    state = runs.start(db, runs.lock(db, LIST), RunParams(), False, NOW)
+
+    assert not state.stale(NOW + timedelta(minutes=5))
+    assert state.stale(NOW + timedelta(hours=1))
+
+
+def test_the_log_keeps_the_newest_hundred_lines_in_order(db: sa.Connection) -> None:
+    for line in range(130):
+        runs.log(db, LIST, f"line {line}", NOW)
+
+    lines = [entry["message"] for entry in runs.read_log(db, LIST)]
+
+    assert lines == [f"line {n}" for n in range(30, 130)]
+
+
+def test_a_page_is_marked_fetched_only_once(db: sa.Connection) -> None:
+    runs.add_pages(db, LIST, "run-1", [0, 1000, 2000])
+
+    assert runs.mark_fetched(db, LIST, "run-1", 1000, 1000, NOW)
+    assert not runs.mark_fetched(db, LIST, "run-1", 1000, 1000, NOW)
+    assert runs.pages_of(db, LIST, "run-1", fetched=False) == [0, 2000]
