@@ -1,0 +1,475 @@
+"""SQL for submitting updates to Mailchimp in batches and applying the batches' results.
+
+The submitter's handlers call these; every statement is set-based (one statement per kind of
+change, never one per update row). The life of a batch row (``civicrm_mailchimpsync_batch``):
+
+- *posting*: ``mailchimp_batch_id`` NULL, ``status`` NULL, ``submitted_at`` set. Born so, in the
+  transaction that claims its updates: ``submitted_at`` is the moment the POST was about to
+  be sent, so a row in this state may or may not exist at Mailchimp.
+- *posted*: ``mailchimp_batch_id`` and Mailchimp's ``status`` recorded; results not processed.
+- *processing* / *processed*: ``response_processed`` 1 / 2.
+- *aborted*: ``status = 'aborted'`` and ``response_processed = 2``: the batch was never created
+  at Mailchimp (or was lost there); its updates were released or completed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from common.db.schema import batch, cache, update
+from common.vocabulary import BatchStatus, ResponseProcessed, SyncStatus
+
+_CLAIM_LOCK_NAMESPACE = "mailchimpsync-submit"
+
+
+@dataclass(frozen=True)
+class ClaimedUpdate:
+    """One open, unsubmitted update with the Mailchimp identity of its cache row."""
+
+    update_id: int
+    cache_id: int
+    list_id: str
+    member_id: str | None
+    mailchimp_email: str | None
+    data: Any
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """One of our batch rows, as far as the submitter needs it."""
+
+    id: int
+    list_id: str
+    mailchimp_batch_id: str | None
+    status: str | None
+    submitted_at: datetime | None
+    completed_at: datetime | None
+    finished_operations: int
+    total_operations: int
+    response_processed: int
+
+
+@dataclass(frozen=True)
+class MailchimpBatchState:
+    """What ``GET /batches/{id}`` said about a batch."""
+
+    status: str
+    finished_operations: int
+    errored_operations: int
+    total_operations: int
+    completed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class OpenUpdate:
+    """An update of a batch whose result is not applied yet, with its row's current state."""
+
+    update_id: int
+    cache_id: int
+    data: Any
+    member_id: str | None
+    email: str | None
+    updated: datetime | None
+
+
+@dataclass(frozen=True)
+class Completion:
+    update_id: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class CacheSuccess:
+    cache_id: int
+    member_id: str | None
+    email: str | None
+    mailchimp_status: str
+    updated: datetime | None
+
+
+@dataclass(frozen=True)
+class Retry:
+    cache_id: int
+    data: Any
+
+
+# --- claiming and posting ----------------------------------------------------------------------
+
+
+def lock_audience_for_claim(conn: sa.Connection, list_id: str) -> None:
+    """Serialise claims of one audience until the transaction ends.
+
+    Two claims in parallel could each send one of two updates of the same row; with this lock
+    the second claim sees the first one's batch and defers the row as busy.
+    """
+    conn.execute(
+        sa.text("SELECT pg_advisory_xact_lock(hashtext(:namespace), hashtext(:list_id))"),
+        {"namespace": _CLAIM_LOCK_NAMESPACE, "list_id": list_id},
+    )
+
+
+def claim_unsubmitted(
+    conn: sa.Connection, list_id: str, after_update_id: int, limit: int
+) -> list[ClaimedUpdate]:
+    """Lock up to ``limit`` unsubmitted open updates of the audience, oldest first.
+
+    ``after_update_id`` pages past updates this submission already deferred.
+    """
+    query = (
+        sa.select(
+            update.c.id,
+            update.c.mailchimpsync_cache_id,
+            update.c.data,
+            cache.c.mailchimp_member_id,
+            cache.c.mailchimp_email,
+        )
+        .join(cache, cache.c.id == update.c.mailchimpsync_cache_id)
+        .where(cache.c.mailchimp_list_id == list_id)
+        .where(update.c.mailchimpsync_batch_id.is_(None), update.c.completed.is_(False))
+        .where(update.c.id > after_update_id)
+        .order_by(update.c.id)
+        .limit(limit)
+        .with_for_update(of=update, skip_locked=True)
+    )
+    return [
+        ClaimedUpdate(row.id, row.mailchimpsync_cache_id, list_id, *row[3:5], row.data)
+        for row in conn.execute(query)
+    ]
+
+
+def busy_cache_ids(conn: sa.Connection, cache_ids: Collection[int]) -> set[int]:
+    """Rows among ``cache_ids`` with an update in a batch whose results are not applied yet."""
+    if not cache_ids:
+        return set()
+    query = (
+        sa.select(update.c.mailchimpsync_cache_id)
+        .distinct()
+        .join(batch, batch.c.id == update.c.mailchimpsync_batch_id)
+        .where(update.c.mailchimpsync_cache_id.in_(list(cache_ids)))
+        .where(batch.c.response_processed != ResponseProcessed.DONE)
+    )
+    return set(conn.scalars(query))
+
+
+def create_posting_batch(
+    conn: sa.Connection, list_id: str, update_ids: Sequence[int], now: datetime
+) -> int:
+    """Insert a batch row in the *posting* state and attach ``update_ids`` to it."""
+    batch_id = int(
+        conn.execute(
+            sa.insert(batch)
+            .values(mailchimp_list_id=list_id, submitted_at=now)
+            .returning(batch.c.id)
+        ).scalar_one()
+    )
+    conn.execute(
+        sa.update(update)
+        .where(update.c.id.in_(list(update_ids)))
+        .values(mailchimpsync_batch_id=batch_id)
+    )
+    return batch_id
+
+
+def complete_updates(conn: sa.Connection, completions: Sequence[Completion]) -> list[int]:
+    """Complete open updates (error None: success); return the ids completed by this call.
+
+    Updates completed already are left alone: applying the same results twice changes nothing.
+    """
+    if not completions:
+        return []
+    values = _values(
+        ("id", "error"), [(c.update_id, c.error) for c in completions], (sa.BigInteger, sa.Text)
+    )
+    statement = (
+        sa.update(update)
+        .where(update.c.id == values.c.id, update.c.completed.is_(False))
+        .values(completed=True, error_response=values.c.error)
+        .returning(update.c.id)
+    )
+    return list(conn.scalars(statement))
+
+
+def set_row_status_for_updates(
+    conn: sa.Connection, update_ids: Collection[int], sync_status: SyncStatus
+) -> None:
+    """Set ``sync_status`` of the cache rows of these updates."""
+    if not update_ids:
+        return
+    rows = sa.select(update.c.mailchimpsync_cache_id).where(update.c.id.in_(list(update_ids)))
+    conn.execute(sa.update(cache).where(cache.c.id.in_(rows)).values(sync_status=sync_status))
+
+
+def record_posted(
+    conn: sa.Connection, batch_row_id: int, mailchimp_batch_id: str, state: str, marker: datetime
+) -> bool:
+    """Record Mailchimp's id of a *posting* batch; False if the row left that state meanwhile."""
+    statement = (
+        sa.update(batch)
+        .where(batch.c.id == batch_row_id, batch.c.mailchimp_batch_id.is_(None))
+        .where(batch.c.submitted_at == marker, batch.c.status.is_(None))
+        .values(mailchimp_batch_id=mailchimp_batch_id, status=state)
+    )
+    return conn.execute(statement).rowcount == 1
+
+
+def release_posting_batch(conn: sa.Connection, batch_row_id: int, marker: datetime) -> bool:
+    """A *posting* batch known not to exist at Mailchimp: abort it, its updates are unsubmitted
+    again. False (and no change) if the row left the *posting* state meanwhile."""
+    aborted = conn.execute(
+        sa.update(batch)
+        .where(batch.c.id == batch_row_id, batch.c.mailchimp_batch_id.is_(None))
+        .where(batch.c.submitted_at == marker, batch.c.status.is_(None))
+        .values(status=BatchStatus.ABORTED, response_processed=ResponseProcessed.DONE)
+    ).rowcount
+    if aborted != 1:
+        return False
+    conn.execute(
+        sa.update(update)
+        .where(update.c.mailchimpsync_batch_id == batch_row_id, update.c.completed.is_(False))
+        .values(mailchimpsync_batch_id=None)
+    )
+    return True
+
+
+def posting_batches(
+    conn: sa.Connection, older_than: datetime, list_id: str | None = None
+) -> list[BatchRow]:
+    """Batch rows left in the *posting* state since before ``older_than`` (oldest first)."""
+    query = _batch_rows().where(batch.c.mailchimp_batch_id.is_(None), batch.c.status.is_(None))
+    query = query.where(batch.c.submitted_at < older_than)
+    if list_id is not None:
+        query = query.where(batch.c.mailchimp_list_id == list_id)
+    return [BatchRow(*row) for row in conn.execute(query.order_by(batch.c.id))]
+
+
+def operation_update_ids(conn: sa.Connection, batch_row_id: int) -> set[int]:
+    """Ids of the updates attached to a batch row (its operations are ``mailchimpsync_<id>``)."""
+    query = sa.select(update.c.id).where(update.c.mailchimpsync_batch_id == batch_row_id)
+    return set(conn.scalars(query))
+
+
+def known_mailchimp_batch_ids(conn: sa.Connection, candidates: Collection[str]) -> set[str]:
+    """Which of these Mailchimp batch ids are already recorded on one of our rows."""
+    if not candidates:
+        return set()
+    query = sa.select(batch.c.mailchimp_batch_id).where(
+        batch.c.mailchimp_batch_id.in_(list(candidates))
+    )
+    return {value for value in conn.scalars(query) if value is not None}
+
+
+def count_unsubmitted(conn: sa.Connection, list_id: str) -> int:
+    """Open updates of the audience not attached to any batch."""
+    query = (
+        sa.select(sa.func.count())
+        .select_from(update.join(cache, cache.c.id == update.c.mailchimpsync_cache_id))
+        .where(cache.c.mailchimp_list_id == list_id)
+        .where(update.c.mailchimpsync_batch_id.is_(None), update.c.completed.is_(False))
+    )
+    return int(conn.execute(query).scalar_one())
+
+
+# --- polling -----------------------------------------------------------------------------------
+
+
+def get_batch_row(conn: sa.Connection, batch_row_id: int) -> BatchRow:
+    return BatchRow(*conn.execute(_batch_rows().where(batch.c.id == batch_row_id)).one())
+
+
+def find_batch(conn: sa.Connection, mailchimp_batch_id: str) -> BatchRow | None:
+    """Our batch row with this Mailchimp id, or None when the batch is not ours."""
+    query = _batch_rows().where(batch.c.mailchimp_batch_id == mailchimp_batch_id)
+    row = conn.execute(query).first()
+    return BatchRow(*row) if row else None
+
+
+def unprocessed_batches(conn: sa.Connection) -> list[BatchRow]:
+    """Our posted batches whose results are not applied yet (oldest first)."""
+    query = _batch_rows().where(
+        batch.c.mailchimp_batch_id.is_not(None),
+        batch.c.response_processed != ResponseProcessed.DONE,
+    )
+    return [BatchRow(*row) for row in conn.execute(query.order_by(batch.c.id))]
+
+
+def lists_with_open_batches(conn: sa.Connection) -> set[str]:
+    """Audiences with a batch to poll: posted and unprocessed, or left *posting* (ambiguous)."""
+    query = (
+        sa.select(batch.c.mailchimp_list_id)
+        .distinct()
+        .where(batch.c.response_processed != ResponseProcessed.DONE)
+    )
+    return set(conn.scalars(query))
+
+
+def record_progress(conn: sa.Connection, batch_row_id: int, state: MailchimpBatchState) -> None:
+    """Copy Mailchimp's status and counts to a batch row not yet processed."""
+    conn.execute(
+        sa.update(batch)
+        .where(batch.c.id == batch_row_id, batch.c.response_processed != ResponseProcessed.DONE)
+        .values(_state_values(state))
+    )
+
+
+def claim_processing(
+    conn: sa.Connection, batch_row_id: int, state: MailchimpBatchState, allowed: Collection[int]
+) -> bool:
+    """Compare-and-set ``response_processed`` from one of ``allowed`` to 1 (processing).
+
+    ``completed_at`` is written at the same time: the poller treats a batch at 1 whose
+    ``completed_at`` is old as a crashed processing (redoing it is harmless, see handlers).
+    """
+    statement = (
+        sa.update(batch)
+        .where(batch.c.id == batch_row_id, batch.c.response_processed.in_(list(allowed)))
+        .values({**_state_values(state), "response_processed": ResponseProcessed.PROCESSING})
+    )
+    return conn.execute(statement).rowcount == 1
+
+
+def lock_processing(conn: sa.Connection, batch_row_id: int) -> bool:
+    """Lock a batch row being processed; False if another worker finished it meanwhile."""
+    query = (
+        sa.select(batch.c.response_processed).where(batch.c.id == batch_row_id).with_for_update()
+    )
+    return bool(conn.execute(query).scalar_one() == ResponseProcessed.PROCESSING)
+
+
+def open_updates_of_batch(conn: sa.Connection, batch_row_id: int) -> list[OpenUpdate]:
+    """The batch's updates not yet completed, with the current state of their cache rows."""
+    query = (
+        sa.select(
+            update.c.id,
+            update.c.mailchimpsync_cache_id,
+            update.c.data,
+            cache.c.mailchimp_member_id,
+            cache.c.mailchimp_email,
+            cache.c.mailchimp_updated,
+        )
+        .join(cache, cache.c.id == update.c.mailchimpsync_cache_id)
+        .where(update.c.mailchimpsync_batch_id == batch_row_id, update.c.completed.is_(False))
+    )
+    return [OpenUpdate(*row) for row in conn.execute(query)]
+
+
+def apply_cache_successes(conn: sa.Connection, successes: Sequence[CacheSuccess]) -> None:
+    """The rows take Mailchimp's status and ``last_changed`` (and email and id if they had none)."""
+    if not successes:
+        return
+    values = _values(
+        ("cid", "mid", "email", "mstatus", "updated"),
+        [(s.cache_id, s.member_id, s.email, s.mailchimp_status, s.updated) for s in successes],
+        (sa.BigInteger, sa.String, sa.String, sa.String, sa.DateTime(timezone=True)),
+    )
+    conn.execute(
+        sa.update(cache)
+        .where(cache.c.id == values.c.cid)
+        .values(
+            mailchimp_member_id=sa.func.coalesce(cache.c.mailchimp_member_id, values.c.mid),
+            mailchimp_email=sa.func.coalesce(cache.c.mailchimp_email, values.c.email),
+            mailchimp_status=values.c.mstatus,
+            mailchimp_updated=sa.func.coalesce(values.c.updated, cache.c.mailchimp_updated),
+        )
+    )
+
+
+def queue_retries(conn: sa.Connection, retries: Sequence[Retry]) -> None:
+    """Queue new unsubmitted updates (e.g. a refused subscribe retried as ``pending``)."""
+    if retries:
+        conn.execute(
+            sa.insert(update),
+            [{"mailchimpsync_cache_id": r.cache_id, "data": r.data} for r in retries],
+        )
+
+
+def set_rows_status(conn: sa.Connection, cache_ids: Collection[int], value: SyncStatus) -> None:
+    if cache_ids:
+        conn.execute(
+            sa.update(cache).where(cache.c.id.in_(list(cache_ids))).values(sync_status=value)
+        )
+
+
+def set_rows_ok_unless_open(conn: sa.Connection, cache_ids: Collection[int]) -> None:
+    """Rows become ``ok`` unless another of their updates is still open."""
+    if not cache_ids:
+        return
+    still_open = (
+        sa.select(update.c.id)
+        .where(update.c.mailchimpsync_cache_id == cache.c.id, update.c.completed.is_(False))
+        .exists()
+    )
+    conn.execute(
+        sa.update(cache)
+        .where(cache.c.id.in_(list(cache_ids)), ~still_open)
+        .values(sync_status=SyncStatus.OK)
+    )
+
+
+def finish_processing(conn: sa.Connection, batch_row_id: int, state: MailchimpBatchState) -> None:
+    """Copy Mailchimp's final counts and mark the results applied (``response_processed`` 2)."""
+    conn.execute(
+        sa.update(batch)
+        .where(batch.c.id == batch_row_id)
+        .values({**_state_values(state), "response_processed": ResponseProcessed.DONE})
+    )
+
+
+def abort_lost_batch(conn: sa.Connection, batch_row_id: int, error: str) -> list[int]:
+    """Mailchimp no longer knows a posted batch: complete its open updates with ``error``,
+    send their rows back to ``todo`` (the next sync decides them again from fresh data) and
+    mark the batch aborted. Returns the completed update ids."""
+    completed = list(
+        conn.scalars(
+            sa.update(update)
+            .where(update.c.mailchimpsync_batch_id == batch_row_id, update.c.completed.is_(False))
+            .values(completed=True, error_response=error)
+            .returning(update.c.id)
+        )
+    )
+    set_row_status_for_updates(conn, completed, SyncStatus.TODO)
+    conn.execute(
+        sa.update(batch)
+        .where(batch.c.id == batch_row_id)
+        .values(status=BatchStatus.ABORTED, response_processed=ResponseProcessed.DONE)
+    )
+    return completed
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _batch_rows() -> sa.Select[Any]:
+    return sa.select(
+        batch.c.id,
+        batch.c.mailchimp_list_id,
+        batch.c.mailchimp_batch_id,
+        batch.c.status,
+        batch.c.submitted_at,
+        batch.c.completed_at,
+        batch.c.finished_operations,
+        batch.c.total_operations,
+        batch.c.response_processed,
+    )
+
+
+def _state_values(state: MailchimpBatchState) -> dict[str, Any]:
+    return {
+        "status": state.status,
+        "finished_operations": state.finished_operations,
+        "errored_operations": state.errored_operations,
+        "total_operations": state.total_operations,
+        "completed_at": state.completed_at,
+    }
+
+
+def _values(
+    names: Sequence[str], rows: Iterable[tuple[Any, ...]], types: Sequence[Any]
+) -> sa.Values:
+    """A ``VALUES`` list to join bulk changes against (one statement for many rows)."""
+    columns = [sa.column(name, type_) for name, type_ in zip(names, types, strict=True)]
+    return sa.values(*columns, name="v").data(list(rows))

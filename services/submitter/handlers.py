@@ -1,0 +1,624 @@
+"""The submitter's handlers: send unsubmitted updates to Mailchimp in batches, apply results.
+
+Each handler reads as gather -> decide (``operations`` / ``results``, pure) -> write -> return.
+All SQL is in ``common.db.batches``; no transaction is ever open during a call to Mailchimp.
+
+Never lose, never repeat
+========================
+A worker may be killed at any instant. The submit path is three steps:
+
+1. *claim* (one transaction): take the audience's claim lock, lock up to 1000 unsubmitted
+   updates (oldest first, ``SKIP LOCKED``), plan them (``plan_batches``; rows with an update
+   in an unprocessed batch are busy), insert a batch row born in the *posting* state
+   (``mailchimp_batch_id`` NULL, ``status`` NULL, ``submitted_at`` = now: the moment the POST
+   is about to be sent), attach the planned updates, complete the rejected ones. Commit.
+2. *post*: ``POST /batches`` with operation ids ``mailchimpsync_<update id>``.
+3. *record* (one transaction): compare-and-set Mailchimp's id and status onto the row, only
+   if it is still *posting* with the same ``submitted_at``.
+
+A batch row still *posting* is ambiguous: killed before (2) it is not at Mailchimp, killed
+between (2) and (3) it is. It is resolved (``resolve_posting``) by listing the account's
+batches at Mailchimp submitted since ``submitted_at`` (less a clock slack) that no row of
+ours records. While any of those is unfinished nothing is decided (its operations cannot be
+seen yet). Once all are finished their results are read: one carrying an operation id of
+the row's updates is *adopted* (recorded, then processed as usual); if none does, the POST
+never took effect, so the row is *released*: marked ``aborted`` and its updates detached, to
+be claimed and posted by the next submission. Every transition is a compare-and-set on the
+*posting* state, so two resolvers cannot both act. Another worker may still be inside step
+(2), so other workers resolve a row only when its ``submitted_at`` is older than
+``posting_grace`` (longer than any POST with its retries can take); the worker whose own
+POST failed with a transient error resolves at once, since it knows its POST has ended.
+A 4xx on the POST means Mailchimp created nothing: the row is released at once.
+
+Results are applied idempotently: ``response_processed`` 0 -> 1 by compare-and-set (``force``
+also takes 1 and 2), the archive is downloaded with no transaction open, then one
+transaction locks the batch row, completes only updates still open (``WHERE NOT
+completed``), applies the row changes and retries for exactly those, and sets 2. A crash
+leaves the batch at 1; ``check_batches`` redoes batches at 1 whose ``completed_at`` is older
+than a few minutes. Running that next to a live processing is harmless for the same reason.
+
+Known limit: Mailchimp keeps batches for about 7 days; a *posting* row must be resolved
+before then (``check_batches`` runs every few minutes), or its batch could not be found.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Generator, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import requests
+import sqlalchemy as sa
+
+from common.db import batches as sql
+from common.db import runs
+from common.mailchimp import MailchimpClient, MailchimpError, MailchimpTransientError
+from common.vocabulary import BatchStatus, ResponseProcessed, SyncStatus
+from services.submitter.operations import (
+    MAX_OPERATIONS_PER_BATCH,
+    PendingUpdate,
+    PlannedBatch,
+    plan_batches,
+)
+from services.submitter.results import (
+    CacheRowState,
+    Failed,
+    OperationResult,
+    ResultArchiveError,
+    RetryAsPending,
+    Succeeded,
+    classify,
+    follow_success,
+    read_result_archive,
+    update_id_of,
+)
+
+logger = logging.getLogger(__name__)
+
+POSTING_GRACE = timedelta(minutes=10)
+"""How long another worker waits before resolving a *posting* batch row (see module doc)."""
+CLOCK_SLACK = timedelta(minutes=5)
+"""Tolerated difference between our clock and Mailchimp's when listing batches."""
+STALL_AFTER = timedelta(hours=1)
+PROCESSING_STUCK_AFTER = timedelta(minutes=5)
+DOWNLOAD_TIMEOUT = 120.0
+_PAGE = 1000
+
+
+# --- reports -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubmitReport:
+    batches_posted: int
+    updates_submitted: int
+    deferred: int
+    rejected: int
+    remaining: int
+
+
+@dataclass(frozen=True)
+class ProcessReport:
+    """``outcome``: ignored (not ours), not_finished, already_processed, processed."""
+
+    mailchimp_batch_id: str
+    outcome: str
+    succeeded: int = 0
+    retried: int = 0
+    failed: int = 0
+    missing: int = 0
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    processed: tuple[str, ...] = ()
+    in_progress: tuple[str, ...] = ()
+    stalled: tuple[str, ...] = ()
+    lost: tuple[str, ...] = ()
+    adopted: tuple[str, ...] = ()
+    released: tuple[int, ...] = ()
+    unresolved: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Step (1) of a submission: the batch row it created (if any) and what it planned."""
+
+    claimed: int
+    last_update_id: int
+    batch_row_id: int | None = None
+    marker: datetime | None = None
+    batch: PlannedBatch | None = None
+    deferred: int = 0
+    rejected: int = 0
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """How a *posting* batch row was resolved: adopted (its Mailchimp id), released, or
+    neither (still ambiguous: wait for the next check)."""
+
+    adopted: str | None = None
+    released: bool = False
+
+
+# --- submitting --------------------------------------------------------------------------------
+
+
+def submit_updates(
+    engine: sa.Engine,
+    client: MailchimpClient,
+    list_id: str,
+    now: datetime,
+    max_operations: int = MAX_OPERATIONS_PER_BATCH,
+    posting_grace: timedelta = POSTING_GRACE,
+) -> SubmitReport:
+    """Post every submittable update of the audience, one batch per claim of 1000.
+
+    Deferred updates stay unsubmitted for a later submission. Raises ``MailchimpError`` /
+    ``MailchimpTransientError`` when Mailchimp refuses a POST; the updates then stay (or
+    become again) unsubmitted and nothing was sent twice (see the module docstring).
+    """
+    _resolve_stale_postings(engine, lambda _: client, now - posting_grace, list_id)
+    posted = submitted = deferred = rejected = 0
+    after = 0
+    while (claim := claim_batch(engine, list_id, now, after, max_operations)).claimed:
+        after = claim.last_update_id
+        deferred, rejected = deferred + claim.deferred, rejected + claim.rejected
+        if claim.batch is not None:
+            post_claimed(engine, client, claim)
+            posted, submitted = posted + 1, submitted + len(claim.batch.update_ids)
+    with engine.connect() as conn:
+        remaining = sql.count_unsubmitted(conn, list_id)
+    return SubmitReport(posted, submitted, deferred, rejected, remaining)
+
+
+def claim_batch(
+    engine: sa.Engine,
+    list_id: str,
+    now: datetime,
+    after_update_id: int = 0,
+    max_operations: int = MAX_OPERATIONS_PER_BATCH,
+) -> Claim:
+    """Step (1): claim, plan and attach up to ``max_operations`` updates to a *posting* row."""
+    with engine.begin() as conn:
+        sql.lock_audience_for_claim(conn, list_id)
+        claimed = sql.claim_unsubmitted(conn, list_id, after_update_id, max_operations)
+        if not claimed:
+            return Claim(0, after_update_id)
+        busy = sql.busy_cache_ids(conn, {c.cache_id for c in claimed})
+        plan = plan_batches([_pending(c) for c in claimed], max_operations, busy)
+        _reject(conn, [sql.Completion(r.update_id, r.reason) for r in plan.rejected])
+        planned = plan.batches[0] if plan.batches else None
+        row_id = None
+        if planned is not None:
+            row_id = sql.create_posting_batch(conn, list_id, planned.update_ids, now)
+    return Claim(
+        claimed=len(claimed),
+        last_update_id=claimed[-1].update_id,
+        batch_row_id=row_id,
+        marker=now if row_id is not None else None,
+        batch=planned,
+        deferred=len(plan.deferred_update_ids),
+        rejected=len(plan.rejected),
+    )
+
+
+def post_claimed(engine: sa.Engine, client: MailchimpClient, claim: Claim) -> str:
+    """Steps (2) and (3): POST the claimed batch and record Mailchimp's id for it."""
+    assert claim.batch is not None and claim.batch_row_id is not None and claim.marker
+    row_id, marker = claim.batch_row_id, claim.marker
+    try:
+        reply = client.post("/batches", claim.batch.to_wire())
+    except MailchimpError:
+        with engine.begin() as conn:
+            sql.release_posting_batch(conn, row_id, marker)
+        raise
+    except MailchimpTransientError:
+        _resolve_own_failed_post(engine, client, row_id, marker)
+        raise
+    with engine.begin() as conn:
+        recorded = sql.record_posted(conn, row_id, str(reply["id"]), str(reply["status"]), marker)
+    if not recorded:
+        # Only possible if this POST outlasted posting_grace and a resolver acted meanwhile.
+        logger.error("batch %s posted but batch row %s had left 'posting'", reply["id"], row_id)
+    logger.info("posted batch %s (%d operations)", reply["id"], len(claim.batch.operations))
+    return str(reply["id"])
+
+
+def _pending(claimed: sql.ClaimedUpdate) -> PendingUpdate:
+    return PendingUpdate(
+        claimed.update_id,
+        claimed.cache_id,
+        claimed.list_id,
+        claimed.member_id,
+        claimed.mailchimp_email,
+        claimed.data,
+    )
+
+
+def _reject(conn: sa.Connection, rejected: Sequence[sql.Completion]) -> None:
+    completed = sql.complete_updates(conn, rejected)
+    sql.set_row_status_for_updates(conn, completed, SyncStatus.FAIL)
+
+
+# --- resolving ambiguous posts -----------------------------------------------------------------
+
+
+def _resolve_own_failed_post(
+    engine: sa.Engine, client: MailchimpClient, row_id: int, marker: datetime
+) -> None:
+    """Our own POST failed transiently: resolve now if Mailchimp's listing allows it."""
+    with engine.connect() as conn:
+        row = sql.get_batch_row(conn, row_id)
+    try:
+        resolve_posting(engine, client, row)
+    except (MailchimpError, MailchimpTransientError):
+        logger.warning("batch row %s stays ambiguous until the poller resolves it", row_id)
+
+
+def _resolve_stale_postings(
+    engine: sa.Engine,
+    client_for: Callable[[str], MailchimpClient],
+    older_than: datetime,
+    list_id: str | None = None,
+) -> tuple[list[str], list[int], list[int]]:
+    with engine.connect() as conn:
+        rows = sql.posting_batches(conn, older_than, list_id)
+    adopted: list[str] = []
+    released: list[int] = []
+    unresolved: list[int] = []
+    for row in rows:
+        try:
+            resolution = resolve_posting(engine, client_for(row.list_id), row)
+        except (MailchimpTransientError, requests.RequestException, ResultArchiveError) as error:
+            logger.warning("batch row %s stays ambiguous for now: %s", row.id, error)
+            resolution = Resolution()
+        if resolution.adopted:
+            adopted.append(resolution.adopted)
+        elif resolution.released:
+            released.append(row.id)
+        else:
+            unresolved.append(row.id)
+    return adopted, released, unresolved
+
+
+def resolve_posting(engine: sa.Engine, client: MailchimpClient, row: sql.BatchRow) -> Resolution:
+    """Adopt the Mailchimp batch carrying this *posting* row's operations, or release the row
+    when every batch submitted since is finished and none carries them; else wait."""
+    assert row.submitted_at is not None
+    candidates = _listed_batches(client, row.submitted_at - CLOCK_SLACK)
+    with engine.connect() as conn:
+        ours = sql.operation_update_ids(conn, row.id)
+        known = sql.known_mailchimp_batch_ids(conn, [c["id"] for c in candidates])
+    candidates = [c for c in candidates if c["id"] not in known]
+    if any(c.get("status") != BatchStatus.FINISHED for c in candidates):
+        return Resolution()
+    for candidate in candidates:
+        url = candidate.get("response_body_url") or ""
+        if url and _carries_any(url, ours):
+            return _adopt(engine, client, row, candidate)
+    with engine.begin() as conn:
+        released = sql.release_posting_batch(conn, row.id, row.submitted_at)
+    return Resolution(released=released)
+
+
+def _adopt(
+    engine: sa.Engine, client: MailchimpClient, row: sql.BatchRow, listed: dict[str, Any]
+) -> Resolution:
+    assert row.submitted_at is not None
+    batch_id = str(listed["id"])
+    with engine.begin() as conn:
+        adopted = sql.record_posted(conn, row.id, batch_id, str(listed["status"]), row.submitted_at)
+    if not adopted:
+        return Resolution()
+    logger.warning("adopted Mailchimp batch %s for batch row %s", batch_id, row.id)
+    process_batch(engine, client, batch_id)
+    return Resolution(adopted=batch_id)
+
+
+def _listed_batches(client: MailchimpClient, since: datetime) -> list[dict[str, Any]]:
+    """The account's batches at Mailchimp submitted at or after ``since``."""
+    found: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        page = client.get("/batches", {"count": _PAGE, "offset": offset})
+        items = page.get("batches") or []
+        found += [b for b in items if (_timestamp(b.get("submitted_at")) or since) >= since]
+        offset += len(items)
+        if not items or offset >= int(page.get("total_items") or 0):
+            return found
+
+
+def _carries_any(url: str, update_ids: set[int]) -> bool:
+    with closing(_results(url)) as results:
+        return any(update_id_of(r.operation_id) in update_ids for r in results)
+
+
+# --- processing results ------------------------------------------------------------------------
+
+
+def process_batch(
+    engine: sa.Engine, client: MailchimpClient, mailchimp_batch_id: str, force: bool = False
+) -> ProcessReport:
+    """Apply a finished batch's results once (``force``: again; it changes nothing more).
+
+    Consumes a batch id from a webhook or the poller; re-reads the batch from the API.
+    """
+    with engine.connect() as conn:
+        row = sql.find_batch(conn, mailchimp_batch_id)
+    if row is None:
+        return ProcessReport(mailchimp_batch_id, "ignored")
+    allowed = set(ResponseProcessed) if force else {ResponseProcessed.NOT_RECEIVED}
+    return _process(engine, client, row, allowed)
+
+
+def _process(
+    engine: sa.Engine, client: MailchimpClient, row: sql.BatchRow, allowed: set[ResponseProcessed]
+) -> ProcessReport:
+    batch_id = str(row.mailchimp_batch_id)
+    state, url = _fetch_batch(client, batch_id)
+    if state.status != BatchStatus.FINISHED:
+        with engine.begin() as conn:
+            sql.record_progress(conn, row.id, state)
+        return ProcessReport(batch_id, "not_finished")
+    with engine.begin() as conn:
+        if not sql.claim_processing(conn, row.id, state, [int(a) for a in allowed]):
+            return ProcessReport(batch_id, "already_processed")
+    results = list(_results(url)) if url else []
+    with engine.begin() as conn:
+        if not sql.lock_processing(conn, row.id):
+            return ProcessReport(batch_id, "already_processed")
+        plan = _decide(sql.open_updates_of_batch(conn, row.id), results, batch_id)
+        _write_outcomes(conn, plan)
+        sql.finish_processing(conn, row.id, state)
+    return ProcessReport(batch_id, "processed", *plan.counts())
+
+
+@dataclass
+class _Outcomes:
+    """What a batch's results do to its open updates and their cache rows."""
+
+    completions: list[sql.Completion] = field(default_factory=list)
+    successes: dict[int, sql.CacheSuccess] = field(default_factory=dict)
+    retries: dict[int, sql.Retry] = field(default_factory=dict)
+    row_of: dict[int, int] = field(default_factory=dict)
+    kind_of: dict[int, str] = field(default_factory=dict)
+
+    def counts(self) -> tuple[int, int, int, int]:
+        """(succeeded, retried as pending, failed, without a result) among these outcomes."""
+        kinds = list(self.kind_of.values())
+        return kinds.count("ok"), kinds.count("redo"), kinds.count("fail"), kinds.count("missing")
+
+
+def _decide(
+    open_updates: Sequence[sql.OpenUpdate], results: Sequence[OperationResult], batch_id: str
+) -> _Outcomes:
+    """Pure: classify each open update's result; an update without a result fails."""
+    by_id = {u.update_id: u for u in open_updates}
+    outcomes = _Outcomes()
+    for result in results:
+        found = by_id.pop(update_id_of(result.operation_id) or -1, None)
+        if found is not None:
+            _add_outcome(outcomes, found, result)
+    for missing in by_id.values():
+        outcomes.completions.append(
+            sql.Completion(missing.update_id, f"no result for this operation in batch {batch_id}")
+        )
+        outcomes.row_of[missing.update_id] = missing.cache_id
+        outcomes.kind_of[missing.update_id] = "missing"
+    return outcomes
+
+
+def _add_outcome(outcomes: _Outcomes, found: sql.OpenUpdate, result: OperationResult) -> None:
+    outcome = classify(result, found.data if isinstance(found.data, dict) else {})
+    outcomes.row_of[found.update_id] = found.cache_id
+    if isinstance(outcome, Succeeded):
+        outcomes.completions.append(sql.Completion(found.update_id, None))
+        outcomes.kind_of[found.update_id] = "ok"
+        if outcome.member is not None:
+            row = CacheRowState(found.member_id, found.email, found.updated)
+            change = follow_success(row, outcome.member)
+            outcomes.successes[found.update_id] = sql.CacheSuccess(
+                found.cache_id,
+                change.mailchimp_member_id,
+                change.mailchimp_email,
+                change.mailchimp_status.value,
+                change.mailchimp_updated,
+            )
+    elif isinstance(outcome, RetryAsPending):
+        outcomes.completions.append(sql.Completion(found.update_id, outcome.error))
+        outcomes.retries[found.update_id] = sql.Retry(found.cache_id, dict(outcome.new_data))
+        outcomes.kind_of[found.update_id] = "redo"
+    else:
+        assert isinstance(outcome, Failed)
+        outcomes.completions.append(sql.Completion(found.update_id, outcome.error))
+        outcomes.kind_of[found.update_id] = "fail"
+
+
+def _write_outcomes(conn: sa.Connection, outcomes: _Outcomes) -> None:
+    """Bulk writes for the updates this call completed (none if applied before)."""
+    done = set(sql.complete_updates(conn, outcomes.completions))
+    sql.apply_cache_successes(conn, [s for u, s in outcomes.successes.items() if u in done])
+    sql.queue_retries(conn, [r for u, r in outcomes.retries.items() if u in done])
+    statuses = _row_statuses(outcomes, done)
+    sql.set_rows_status(conn, statuses[SyncStatus.FAIL], SyncStatus.FAIL)
+    sql.set_rows_status(conn, statuses[SyncStatus.REDO], SyncStatus.REDO)
+    sql.set_rows_ok_unless_open(conn, statuses[SyncStatus.OK])
+
+
+def _row_statuses(outcomes: _Outcomes, done: set[int]) -> dict[SyncStatus, set[int]]:
+    """One status per row; a failure outranks a compliance retry, which outranks success."""
+    rank = {"ok": 0, "redo": 1, "fail": 2, "missing": 2}
+    best: dict[int, str] = {}
+    for update_id in done:
+        cache_id, kind = outcomes.row_of[update_id], outcomes.kind_of[update_id]
+        if rank[kind] >= rank.get(best.get(cache_id, "ok"), 0):
+            best[cache_id] = kind
+    by_status: dict[SyncStatus, set[int]] = {s: set() for s in SyncStatus}
+    for cache_id, kind in best.items():
+        by_status[{"ok": SyncStatus.OK, "redo": SyncStatus.REDO}.get(kind, SyncStatus.FAIL)].add(
+            cache_id
+        )
+    return by_status
+
+
+# --- polling -----------------------------------------------------------------------------------
+
+
+def check_batches(
+    engine: sa.Engine,
+    client_for: Callable[[str], MailchimpClient],
+    now: datetime,
+    stall_after: timedelta = STALL_AFTER,
+    processing_stuck_after: timedelta = PROCESSING_STUCK_AFTER,
+    posting_grace: timedelta = POSTING_GRACE,
+) -> CheckReport:
+    """Poll our unprocessed batches (webhooks can be lost) and resolve ambiguous posts.
+
+    ``client_for(list_id)`` gives the client of the audience's account. Finished batches are
+    processed here; a crashed processing (stuck at 1) is redone; a batch that has not
+    progressed for ``stall_after`` is logged in the audience's status log on every check and
+    kept; a batch Mailchimp no longer knows is logged and aborted, its rows back to ``todo``.
+    """
+    with engine.connect() as conn:
+        rows = sql.unprocessed_batches(conn)
+    found: dict[str, list[str]] = {k: [] for k in ("processed", "waiting", "stalled", "lost")}
+    for row in rows:
+        kind = _check_safely(
+            engine, client_for(row.list_id), row, now, stall_after, processing_stuck_after
+        )
+        found[kind].append(str(row.mailchimp_batch_id))
+    adopted, released, unresolved = _resolve_stale_postings(engine, client_for, now - posting_grace)
+    return CheckReport(
+        processed=tuple(found["processed"]),
+        in_progress=tuple(found["waiting"] + found["stalled"]),
+        stalled=tuple(found["stalled"]),
+        lost=tuple(found["lost"]),
+        adopted=tuple(adopted),
+        released=tuple(released),
+        unresolved=tuple(unresolved),
+    )
+
+
+def _check_safely(
+    engine: sa.Engine,
+    client: MailchimpClient,
+    row: sql.BatchRow,
+    now: datetime,
+    stall_after: timedelta,
+    processing_stuck_after: timedelta,
+) -> str:
+    """One batch's check; a failure is logged for the audience and retried next check."""
+    try:
+        return _check_one(engine, client, row, now, stall_after, processing_stuck_after)
+    except (MailchimpTransientError, requests.RequestException, ResultArchiveError) as error:
+        message = f"checking Mailchimp batch {row.mailchimp_batch_id} failed ({error}); will retry"
+        logger.warning(message)
+        with engine.begin() as conn:
+            runs.log(conn, row.list_id, message, now)
+        return "waiting"
+
+
+def _check_one(
+    engine: sa.Engine,
+    client: MailchimpClient,
+    row: sql.BatchRow,
+    now: datetime,
+    stall_after: timedelta,
+    processing_stuck_after: timedelta,
+) -> str:
+    batch_id = str(row.mailchimp_batch_id)
+    try:
+        state, _ = _fetch_batch(client, batch_id)
+    except MailchimpError as error:
+        if error.status != 404:
+            raise
+        return _lost(engine, row, now)
+    if state.status == BatchStatus.FINISHED:
+        return _process_polled(engine, client, row, now, processing_stuck_after)
+    stalled = _stalled(row, state, now, stall_after)
+    with engine.begin() as conn:
+        sql.record_progress(conn, row.id, state)
+        if stalled:
+            runs.log(conn, row.list_id, _stall_message(batch_id, state, row), now)
+    return "stalled" if stalled else "waiting"
+
+
+def _process_polled(
+    engine: sa.Engine,
+    client: MailchimpClient,
+    row: sql.BatchRow,
+    now: datetime,
+    processing_stuck_after: timedelta,
+) -> str:
+    if row.response_processed == ResponseProcessed.PROCESSING:
+        started = row.completed_at
+        if started is not None and now - started < processing_stuck_after:
+            return "waiting"
+        report = _process(engine, client, row, {ResponseProcessed.PROCESSING})
+    else:
+        report = _process(engine, client, row, {ResponseProcessed.NOT_RECEIVED})
+    return "processed" if report.outcome == "processed" else "waiting"
+
+
+def _stalled(
+    row: sql.BatchRow, state: sql.MailchimpBatchState, now: datetime, stall_after: timedelta
+) -> bool:
+    # Interim rule until a progress timestamp column exists: old enough, and no change in
+    # status or finished operations since the previous check.
+    old = row.submitted_at is not None and now - row.submitted_at >= stall_after
+    unchanged = state.status == row.status and state.finished_operations == row.finished_operations
+    return old and unchanged
+
+
+def _stall_message(batch_id: str, state: sql.MailchimpBatchState, row: sql.BatchRow) -> str:
+    return (
+        f"Mailchimp batch {batch_id} is not progressing: status {state.status}, "
+        f"{state.finished_operations}/{state.total_operations} operations finished, "
+        f"submitted {row.submitted_at:%Y-%m-%d %H:%M} UTC; still waiting for it"
+    )
+
+
+def _lost(engine: sa.Engine, row: sql.BatchRow, now: datetime) -> str:
+    message = f"Mailchimp batch {row.mailchimp_batch_id} no longer exists at Mailchimp (404)"
+    with engine.begin() as conn:
+        completed = sql.abort_lost_batch(conn, row.id, message)
+        runs.log(conn, row.list_id, f"{message}; {len(completed)} updates to be decided again", now)
+    return "lost"
+
+
+# --- Mailchimp edges ---------------------------------------------------------------------------
+
+
+def _fetch_batch(client: MailchimpClient, batch_id: str) -> tuple[sql.MailchimpBatchState, str]:
+    """Re-read the batch from the API: the only source of its results URL we trust."""
+    body = client.get(f"/batches/{batch_id}")
+    state = sql.MailchimpBatchState(
+        status=str(body.get("status") or ""),
+        finished_operations=int(body.get("finished_operations") or 0),
+        errored_operations=int(body.get("errored_operations") or 0),
+        total_operations=int(body.get("total_operations") or 0),
+        completed_at=_timestamp(body.get("completed_at")),
+    )
+    return state, str(body.get("response_body_url") or "")
+
+
+def _results(url: str) -> Generator[OperationResult]:
+    """Stream the result archive (no Mailchimp auth: the URL is pre-signed)."""
+    with requests.get(url, stream=True, timeout=DOWNLOAD_TIMEOUT) as response:
+        response.raise_for_status()
+        yield from read_result_archive(response.raw)
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None

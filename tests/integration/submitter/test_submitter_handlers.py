@@ -1,0 +1,411 @@
+"""The submitter against a real Postgres and the Mailchimp simulator (polling, no webhooks)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from submitter_support import (
+    Audience,
+    add_rows,
+    add_updates,
+    batches,
+    rows,
+    status_log,
+    unprocessed,
+    updates,
+    utcnow,
+)
+
+from common.db.batches import lists_with_open_batches
+from common.db.schema import batch
+from common.mailchimp import MailchimpError, MailchimpTransientError
+from services.submitter.handlers import (
+    POSTING_GRACE,
+    claim_batch,
+    process_batch,
+    submit_updates,
+)
+from services.submitter.operations import subscriber_hash
+
+pytestmark = pytest.mark.integration
+
+LATER = POSTING_GRACE + timedelta(minutes=1)
+
+
+def _subscribe(email: str) -> dict[str, str]:
+    return {"email_address": email, "status": "subscribed"}
+
+
+def _new_subscribers(audience: Audience, count: int, prefix: str = "new") -> list[int]:
+    emails = [f"{prefix}{n}@example.org" for n in range(count)]
+    cache_ids = add_rows(audience.engine, audience.list_id, emails)
+    return add_updates(
+        audience.engine, [(c, _subscribe(e)) for c, e in zip(cache_ids, emails, strict=True)]
+    )
+
+
+def _import(audience: Audience, records: list[dict[str, object]]) -> None:
+    audience.control("POST", f"/lists/{audience.list_id}/members/import", json=records)
+
+
+def test_2500_updates_go_in_three_batches_and_every_row_ends_ok(audience: Audience) -> None:
+    _new_subscribers(audience, 2400)
+    known = [f"known{n}@example.org" for n in range(100)]
+    _import(audience, [{"email": e, "status": "subscribed"} for e in known])
+    known_rows = add_rows(
+        audience.engine, audience.list_id, known, known=True, mailchimp_status="subscribed"
+    )
+    add_updates(audience.engine, [(c, {"status": "unsubscribed"}) for c in known_rows])
+
+    report = submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    audience.drain()
+
+    assert (report.batches_posted, report.updates_submitted, report.remaining) == (3, 2500, 0)
+    seen = audience.requests_seen()
+    assert seen["counts"]["POST /batches"] == 3
+    assert seen["batch_operation_counts"] == {
+        "POST /lists/{list_id}/members": 2400,
+        "PUT /lists/{list_id}/members/{subscriber_hash}": 100,
+    }
+    assert {r.sync_status for r in rows(audience.engine).values()} == {"ok"}
+    assert all(u.completed and u.error_response is None for u in updates(audience.engine))
+    members = audience.members()
+    assert members["new7@example.org"]["status"] == "subscribed"
+    assert members["known7@example.org"]["status"] == "unsubscribed"
+    new_row = next(
+        r for r in rows(audience.engine).values() if r.mailchimp_email == "new7@example.org"
+    )
+    assert new_row.mailchimp_member_id == subscriber_hash("new7@example.org")
+    assert new_row.mailchimp_status == "subscribed" and new_row.mailchimp_updated is not None
+    assert [(b.total_operations, b.response_processed) for b in batches(audience.engine)] == [
+        (1000, 2),
+        (1000, 2),
+        (500, 2),
+    ]
+
+
+def test_a_tags_update_waits_until_its_member_exists(audience: Audience) -> None:
+    (cache_id,) = add_rows(audience.engine, audience.list_id, ["tagged@example.org"])
+    add_updates(
+        audience.engine,
+        [
+            (cache_id, _subscribe("tagged@example.org")),
+            (cache_id, {"tags": [{"name": "crm", "status": "active"}]}),
+        ],
+    )
+
+    first = submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    audience.drain()
+    assert (first.updates_submitted, first.deferred, first.remaining) == (1, 1, 1)
+    assert audience.requests_seen()["batch_operation_counts"] == {
+        "POST /lists/{list_id}/members": 1
+    }
+
+    second = submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    audience.drain()
+    assert (second.updates_submitted, second.deferred, second.remaining) == (1, 0, 0)
+    assert audience.members()["tagged@example.org"]["tags"][0]["name"] == "crm"
+    assert rows(audience.engine)[cache_id].sync_status == "ok"
+
+
+def test_a_subscribe_refused_for_compliance_is_retried_as_pending(audience: Audience) -> None:
+    email = "gone@example.org"
+    _import(audience, [{"email": email, "status": "unsubscribed", "unsubscribed_by": "contact"}])
+    (cache_id,) = add_rows(
+        audience.engine, audience.list_id, [email], known=True, mailchimp_status="unsubscribed"
+    )
+    add_updates(audience.engine, [(cache_id, {"status": "subscribed"})])
+
+    submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    audience.drain()
+    refused, retry = updates(audience.engine)
+    assert refused.completed and "Member In Compliance State" in refused.error_response
+    assert (retry.completed, retry.mailchimpsync_batch_id, retry.data) == (
+        False,
+        None,
+        {"status": "pending"},
+    )
+    assert rows(audience.engine)[cache_id].sync_status == "redo"
+
+    submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    audience.drain()
+    assert updates(audience.engine)[1].completed
+    assert rows(audience.engine)[cache_id].sync_status == "ok"
+    assert rows(audience.engine)[cache_id].mailchimp_status == "pending"
+    assert audience.members()[email]["status"] == "pending"
+
+
+def test_any_other_error_completes_the_update_and_fails_the_row(audience: Audience) -> None:
+    (cache_id,) = add_rows(audience.engine, audience.list_id, ["not-an-email"])
+    add_updates(audience.engine, [(cache_id, _subscribe("not-an-email"))])
+
+    submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    audience.drain()
+
+    (failed,) = updates(audience.engine)
+    assert failed.completed and failed.error_response.startswith("400 Invalid Resource")
+    assert rows(audience.engine)[cache_id].sync_status == "fail"
+
+
+def test_an_update_that_cannot_be_an_operation_is_rejected_without_being_sent(
+    audience: Audience,
+) -> None:
+    (cache_id,) = add_rows(audience.engine, audience.list_id, ["x@example.org"])
+    add_updates(audience.engine, [(cache_id, {"merge_fields": {"FNAME": "X"}})])
+
+    report = submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+
+    assert (report.batches_posted, report.rejected) == (0, 1)
+    assert updates(audience.engine)[0].completed
+    assert rows(audience.engine)[cache_id].sync_status == "fail"
+    assert audience.batch_posts() == 0
+
+
+def test_processing_a_batch_twice_changes_nothing(audience: Audience) -> None:
+    email = "gone@example.org"
+    _import(audience, [{"email": email, "status": "unsubscribed", "unsubscribed_by": "contact"}])
+    (cache_id,) = add_rows(audience.engine, audience.list_id, [email], known=True)
+    add_updates(audience.engine, [(cache_id, {"status": "subscribed"})])
+    _new_subscribers(audience, 3)
+    submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    audience.drain()
+    before = (updates(audience.engine), rows(audience.engine), batches(audience.engine))
+    (processed,) = batches(audience.engine)
+
+    again = process_batch(audience.engine, audience.client, processed.mailchimp_batch_id)
+    forced = process_batch(
+        audience.engine, audience.client, processed.mailchimp_batch_id, force=True
+    )
+
+    assert again.outcome == "already_processed"
+    assert (forced.outcome, forced.succeeded, forced.retried, forced.failed) == (
+        "processed",
+        0,
+        0,
+        0,
+    )
+    assert (updates(audience.engine), rows(audience.engine), batches(audience.engine)) == before
+
+
+def test_an_unknown_batch_id_is_ignored(audience: Audience) -> None:
+    report = process_batch(audience.engine, audience.client, "0123456789")
+
+    assert report.outcome == "ignored"
+    assert audience.requests_seen()["counts"] == {}
+
+
+def test_a_worker_killed_between_claim_and_post_leaves_a_batch_posted_exactly_once(
+    audience: Audience,
+) -> None:
+    _new_subscribers(audience, 5)
+    claim = claim_batch(audience.engine, audience.list_id, utcnow())  # ... and then the kill
+    assert claim.batch_row_id is not None
+    with audience.engine.connect() as conn:
+        assert lists_with_open_batches(conn) == {audience.list_id}  # the poller looks at it
+
+    soon = submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    assert (soon.batches_posted, audience.batch_posts()) == (0, 0)  # maybe still posting
+    later = submit_updates(audience.engine, audience.client, audience.list_id, utcnow() + LATER)
+    audience.drain()
+
+    assert later.batches_posted == 1
+    seen = audience.requests_seen()
+    assert seen["counts"]["POST /batches"] == 1
+    assert seen["batch_operation_counts"] == {"POST /lists/{list_id}/members": 5}
+    assert [b.status for b in batches(audience.engine)] == ["aborted", "finished"]
+    assert {r.sync_status for r in rows(audience.engine).values()} == {"ok"}
+
+
+def test_a_batch_posted_but_not_recorded_is_adopted_not_posted_again(audience: Audience) -> None:
+    _new_subscribers(audience, 5)
+    claim = claim_batch(audience.engine, audience.list_id, utcnow())
+    assert claim.batch is not None
+    audience.client.post("/batches", claim.batch.to_wire())  # ... and then the kill
+    audience.wait_batches_finished()
+
+    report = audience.check(utcnow() + LATER)
+    submit_updates(audience.engine, audience.client, audience.list_id, utcnow() + LATER)
+
+    assert len(report.adopted) == 1 and report.released == ()
+    assert audience.batch_posts() == 1
+    (adopted,) = batches(audience.engine)
+    assert (adopted.mailchimp_batch_id, adopted.response_processed) == (report.adopted[0], 2)
+    assert {r.sync_status for r in rows(audience.engine).values()} == {"ok"}
+    assert all(u.completed for u in updates(audience.engine))
+
+
+def test_an_ambiguous_post_waits_while_a_later_batch_is_unfinished(audience: Audience) -> None:
+    _new_subscribers(audience, 2)
+    claim = claim_batch(audience.engine, audience.list_id, utcnow())
+    assert claim.batch is not None
+    audience.control("PATCH", "/switches", json={"batch_stuck": True})
+    audience.client.post("/batches", claim.batch.to_wire())
+
+    waiting = audience.check(utcnow() + LATER)
+    audience.control("PATCH", "/switches", json={"batch_stuck": False})
+    audience.wait_batches_finished()
+    resolved = audience.check(utcnow() + LATER)
+
+    assert (waiting.unresolved, waiting.adopted) == ((claim.batch_row_id,), ())
+    assert len(resolved.adopted) == 1
+    assert audience.batch_posts() == 1
+
+
+def test_a_stuck_batch_is_reported_in_the_status_log_and_kept(audience: Audience) -> None:
+    _new_subscribers(audience, 3)
+    audience.control("PATCH", "/switches", json={"batch_stuck": True})
+    submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+
+    first = audience.check()
+    second = audience.check(utcnow() + timedelta(hours=2))
+
+    assert first.stalled == ()
+    assert len(second.stalled) == 1 and second.processed == ()
+    (entry,) = status_log(audience.engine, audience.list_id)
+    assert second.stalled[0] in entry["message"] and "not progressing" in entry["message"]
+    assert len(unprocessed(audience.engine)) == 1
+    audience.control("PATCH", "/switches", json={"batch_stuck": False})
+    audience.drain()
+    assert {r.sync_status for r in rows(audience.engine).values()} == {"ok"}
+
+
+def test_the_poller_processes_a_batch_whose_webhook_never_came(audience: Audience) -> None:
+    _new_subscribers(audience, 3)
+    submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    audience.wait_batches_finished()
+
+    report = audience.check()
+
+    (done,) = batches(audience.engine)
+    assert report.processed == (done.mailchimp_batch_id,)
+    assert (done.response_processed, done.finished_operations, done.total_operations) == (2, 3, 3)
+    assert done.completed_at is not None
+
+
+def test_a_processing_killed_midway_is_redone_by_the_poller(audience: Audience) -> None:
+    _new_subscribers(audience, 3)
+    submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    (listed,) = audience.wait_batches_finished()
+    with audience.engine.begin() as conn:  # claimed for processing, then the kill
+        conn.execute(sa.update(batch).values(response_processed=1, completed_at=utcnow()))
+
+    soon = audience.check()
+    assert (
+        soon.processed == ()
+        and process_batch(audience.engine, audience.client, listed["id"]).outcome
+        == "already_processed"
+    )
+    later = audience.check(utcnow() + timedelta(minutes=10))
+
+    assert later.processed == (listed["id"],)
+    assert {r.sync_status for r in rows(audience.engine).values()} == {"ok"}
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_refused_post_leaves_the_updates_unsubmitted_and_retryable(
+    audience: Audience, status: int
+) -> None:
+    _new_subscribers(audience, 4)
+    audience.control(
+        "POST",
+        "/faults",
+        json={"kind": "status", "status": status, "path_prefix": "/batches", "method": "POST"},
+    )
+
+    with pytest.raises(MailchimpTransientError):
+        submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    assert all(
+        u.mailchimpsync_batch_id is None and not u.completed for u in updates(audience.engine)
+    )
+    assert [b.status for b in batches(audience.engine)] == ["aborted"]
+
+    retried = submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    audience.drain()
+
+    assert retried.batches_posted == 1
+    listed = audience.client.get("/batches")["batches"]
+    assert len(listed) == 1
+    assert audience.requests_seen()["batch_operation_counts"] == {
+        "POST /lists/{list_id}/members": 4
+    }
+    assert {r.sync_status for r in rows(audience.engine).values()} == {"ok"}
+
+
+def test_a_post_mailchimp_refuses_outright_releases_its_updates(audience: Audience) -> None:
+    _new_subscribers(audience, 2)
+    fault = {"kind": "status", "status": 400, "path_prefix": "/batches", "method": "POST"}
+    audience.control("POST", "/faults", json=fault)
+
+    with pytest.raises(MailchimpError):
+        submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    retried = submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    audience.drain()
+
+    assert retried.batches_posted == 1
+    assert [b.status for b in batches(audience.engine)] == ["aborted", "finished"]
+    assert audience.requests_seen()["batch_operation_counts"] == {
+        "POST /lists/{list_id}/members": 2
+    }
+
+
+def test_a_batch_mailchimp_no_longer_knows_is_logged_and_its_rows_decided_again(
+    audience: Audience,
+) -> None:
+    _new_subscribers(audience, 2)
+    audience.control("PATCH", "/switches", json={"batch_stuck": True})
+    submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    (posted,) = batches(audience.engine)
+    audience.client.delete(f"/batches/{posted.mailchimp_batch_id}")
+
+    report = audience.check()
+
+    assert report.lost == (posted.mailchimp_batch_id,)
+    assert [b.status for b in batches(audience.engine)] == ["aborted"]
+    assert all(
+        u.completed and "no longer exists" in u.error_response for u in updates(audience.engine)
+    )
+    assert {r.sync_status for r in rows(audience.engine).values()} == {"todo"}
+    assert "no longer exists" in status_log(audience.engine, audience.list_id)[0]["message"]
+
+
+def test_two_workers_submitting_at_once_send_every_update_exactly_once(
+    audience: Audience,
+) -> None:
+    _new_subscribers(audience, 2500)
+
+    with ThreadPoolExecutor(2) as pool:
+        reports = list(
+            pool.map(
+                lambda _: submit_updates(
+                    audience.engine, audience.client, audience.list_id, utcnow()
+                ),
+                range(2),
+            )
+        )
+    audience.drain()
+
+    assert sum(r.updates_submitted for r in reports) == 2500
+    assert audience.requests_seen()["batch_operation_counts"] == {
+        "POST /lists/{list_id}/members": 2500
+    }
+    assert {r.sync_status for r in rows(audience.engine).values()} == {"ok"}
+
+
+def test_a_failing_check_is_logged_and_the_batch_processed_by_the_next_one(
+    audience: Audience,
+) -> None:
+    _new_subscribers(audience, 2)
+    submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    audience.wait_batches_finished()
+    fault = {"kind": "status", "status": 503, "path_prefix": "/batches/", "method": "GET"}
+    audience.control("POST", "/faults", json=fault)
+
+    failed = audience.check()
+    retried = audience.check()
+
+    assert failed.processed == () and len(retried.processed) == 1
+    assert "will retry" in status_log(audience.engine, audience.list_id)[0]["message"]
+    assert {r.sync_status for r in rows(audience.engine).values()} == {"ok"}
