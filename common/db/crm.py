@@ -21,6 +21,8 @@ import sqlalchemy as sa
 from common.vocabulary import SYNC_METHOD, GroupStatus
 
 __all__ = [
+    "ContactDetails",
+    "ContactGroupFacts",
     "EmailToAdd",
     "MembershipChange",
     "NewContact",
@@ -28,6 +30,8 @@ __all__ = [
     "add_emails",
     "best_emails",
     "contact_count",
+    "contact_details",
+    "contact_group_facts",
     "create_group",
     "insert_contacts",
     "membership_counts",
@@ -174,6 +178,66 @@ def best_emails(conn: sa.Connection, contact_ids: Iterable[int]) -> dict[int, st
     return {int(cid): str(email) for cid, email in conn.execute(_BEST_EMAILS, {"ids": ids})}
 
 
+@dataclass(frozen=True)
+class ContactGroupFacts:
+    """A contact's standing in a set of groups, for deciding its cache rows.
+
+    ``memberships``: status per group (absent: not a member). ``history_at``: newest history
+    date per group (absent: none). ``best_email``: as ``best_emails``. ``held_emails``: the
+    contact's addresses on hold, lower-cased.
+    """
+
+    contact_id: int
+    memberships: dict[int, GroupStatus]
+    history_at: dict[int, datetime]
+    best_email: str | None
+    held_emails: frozenset[str]
+
+
+@dataclass(frozen=True)
+class ContactDetails:
+    """A contact's names and source."""
+
+    contact_id: int
+    first_name: str | None
+    last_name: str | None
+    source: str | None
+
+
+def contact_group_facts(
+    conn: sa.Connection, contact_ids: Iterable[int], group_ids: Sequence[int]
+) -> dict[int, ContactGroupFacts]:
+    """Memberships, newest history dates, best email and held emails of each contact, for
+    ``group_ids`` only, in one query. Every requested contact that exists is in the result."""
+    ids = sorted(set(contact_ids))
+    if not ids:
+        return {}
+    params = {"ids": ids, "group_ids": list(group_ids)}
+    return {
+        int(row.contact_id): ContactGroupFacts(
+            contact_id=int(row.contact_id),
+            memberships={
+                int(g): GroupStatus(s) for g, s in zip(row.m_groups, row.m_status, strict=True)
+            },
+            history_at=dict(zip(map(int, row.h_groups), row.h_dates, strict=True)),
+            best_email=row.best_email,
+            held_emails=frozenset(row.held),
+        )
+        for row in conn.execute(_CONTACT_GROUP_FACTS, params)
+    }
+
+
+def contact_details(conn: sa.Connection, contact_ids: Iterable[int]) -> dict[int, ContactDetails]:
+    """Names and source of each existing contact, in one query."""
+    ids = sorted(set(contact_ids))
+    if not ids:
+        return {}
+    return {
+        int(row[0]): ContactDetails(int(row[0]), row[1], row[2], row[3])
+        for row in conn.execute(_CONTACT_DETAILS, {"ids": ids})
+    }
+
+
 def _json(rows: object) -> str:
     """Rows (dataclasses or dicts) as one JSON parameter for ``json_to_recordset``."""
     return orjson.dumps(rows).decode()
@@ -290,4 +354,33 @@ _BEST_EMAILS = sa.text("""
     SELECT DISTINCT ON (contact_id) contact_id, email FROM civicrm_email
     WHERE contact_id = ANY(CAST(:ids AS integer[])) AND on_hold = 0 AND btrim(email) <> ''
     ORDER BY contact_id, is_bulkmail DESC, is_primary DESC, id
+""")
+
+# Correlated subqueries per contact: each is an index lookup, so a chunk of 1000 contacts
+# costs one round trip and a few thousand index probes.
+_CONTACT_GROUP_FACTS = sa.text("""
+    SELECT k.id AS contact_id,
+        ARRAY(SELECT gc.group_id FROM civicrm_group_contact gc
+              WHERE gc.contact_id = k.id AND gc.group_id = ANY(CAST(:group_ids AS integer[]))
+              ORDER BY gc.group_id) AS m_groups,
+        ARRAY(SELECT gc.status FROM civicrm_group_contact gc
+              WHERE gc.contact_id = k.id AND gc.group_id = ANY(CAST(:group_ids AS integer[]))
+              ORDER BY gc.group_id) AS m_status,
+        ARRAY(SELECT h.group_id FROM civicrm_subscription_history h
+              WHERE h.contact_id = k.id AND h.group_id = ANY(CAST(:group_ids AS integer[]))
+              GROUP BY h.group_id ORDER BY h.group_id) AS h_groups,
+        ARRAY(SELECT max(h.date) FROM civicrm_subscription_history h
+              WHERE h.contact_id = k.id AND h.group_id = ANY(CAST(:group_ids AS integer[]))
+              GROUP BY h.group_id ORDER BY h.group_id) AS h_dates,
+        (SELECT e.email FROM civicrm_email e
+         WHERE e.contact_id = k.id AND e.on_hold = 0 AND btrim(e.email) <> ''
+         ORDER BY e.is_bulkmail DESC, e.is_primary DESC, e.id LIMIT 1) AS best_email,
+        ARRAY(SELECT lower(e.email) FROM civicrm_email e
+              WHERE e.contact_id = k.id AND e.on_hold <> 0) AS held
+    FROM civicrm_contact k
+    WHERE k.id = ANY(CAST(:ids AS integer[]))
+""")
+_CONTACT_DETAILS = sa.text("""
+    SELECT id, first_name, last_name, source FROM civicrm_contact
+    WHERE id = ANY(CAST(:ids AS integer[]))
 """)

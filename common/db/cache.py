@@ -1,0 +1,476 @@
+"""SQL for the cache table (``civicrm_mailchimpsync_cache``): one row per member/contact.
+
+Every function is set-based (a fixed number of statements, whatever the audience's size),
+runs on the caller's connection and never commits. Rows travel as one JSON parameter
+expanded by ``jsonb_to_recordset``, as in ``common.db.crm``.
+
+The stage statements here join the CRM tables read-only (contacts, emails, memberships,
+history) so that a stage over a million rows stays one statement; every CRM *write* goes
+through ``common.db.crm``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from common.vocabulary import GroupStatus, SyncStatus
+
+__all__ = [
+    "ClaimedRow",
+    "FetchedRow",
+    "NewMember",
+    "PluginSource",
+    "RowStatus",
+    "add_crm_only_rows",
+    "chunk_ranges",
+    "claim_todo_rows",
+    "clear_missing_contacts",
+    "delete_crm_only_duplicates",
+    "delete_orphan_rows",
+    "load_mailchimp_data",
+    "load_plugin_rows",
+    "mark_all_contacts_todo",
+    "mark_group_changes_todo",
+    "match_contacts_by_email",
+    "members_without_contact",
+    "refresh_group_snapshots",
+    "set_contact_ids",
+    "set_sync_statuses",
+    "status_counts",
+    "store_plugin_data",
+    "todo_remaining",
+    "upsert_fetched",
+]
+
+
+@dataclass(frozen=True)
+class FetchedRow:
+    """One member as the fetcher stores it: ``mailchimp_data`` already merged."""
+
+    member_id: str
+    email: str
+    status: str
+    updated: datetime
+    mailchimp_data: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ClaimedRow:
+    """A ``todo`` cache row claimed for reconciling, with the cache-side facts."""
+
+    id: int
+    contact_id: int | None
+    member_id: str | None
+    email: str | None
+    status: str | None
+    updated: datetime | None
+    mailchimp_data: Mapping[str, Any] | None
+    civicrm_data: Mapping[str, Any] | None
+    other_row_subscribed: bool
+
+
+@dataclass(frozen=True)
+class RowStatus:
+    """A cache row's new ``sync_status``."""
+
+    cache_id: int
+    sync_status: SyncStatus
+
+
+def _json(rows: object) -> str:
+    return orjson.dumps(rows).decode()
+
+
+# --- the fetcher -----------------------------------------------------------------------
+
+
+def upsert_fetched(conn: sa.Connection, list_id: str, rows: Sequence[FetchedRow]) -> int:
+    """Insert or update fetched members (keyed by audience + member id) as ``todo``.
+
+    One statement; returns the number of rows written. Duplicate member ids in ``rows``
+    keep the last one.
+    """
+    if not rows:
+        return 0
+    latest = {row.member_id: row for row in rows}
+    payload = [
+        {
+            "member_id": r.member_id,
+            "email": r.email,
+            "status": r.status,
+            "updated": r.updated.isoformat(),
+            "data": r.mailchimp_data,
+        }
+        for r in latest.values()
+    ]
+    return conn.execute(_UPSERT_FETCHED, {"list_id": list_id, "rows": _json(payload)}).rowcount
+
+
+def load_mailchimp_data(
+    conn: sa.Connection, list_id: str, member_ids: Iterable[str]
+) -> dict[str, dict[str, Any] | None]:
+    """``mailchimp_data`` of the audience's rows with these member ids (absent: no row)."""
+    ids = list(member_ids)
+    if not ids:
+        return {}
+    result = conn.execute(_LOAD_MAILCHIMP_DATA, {"list_id": list_id, "ids": ids})
+    return {str(member_id): data for member_id, data in result}
+
+
+# --- counting --------------------------------------------------------------------------
+
+
+def todo_remaining(conn: sa.Connection, list_id: str) -> int:
+    """How many of the audience's rows are ``todo``."""
+    return int(conn.execute(_TODO_REMAINING, {"list_id": list_id}).scalar_one())
+
+
+def status_counts(conn: sa.Connection, list_id: str) -> dict[SyncStatus, int]:
+    """The audience's rows per ``sync_status``; every status present, zero if none."""
+    counts = dict.fromkeys(SyncStatus, 0)
+    for status, count in conn.execute(_STATUS_COUNTS, {"list_id": list_id}):
+        counts[SyncStatus(status)] = int(count)
+    return counts
+
+
+# --- readyToFixContactIds --------------------------------------------------------------
+
+
+def clear_missing_contacts(conn: sa.Connection, list_id: str) -> int:
+    """Unlink rows whose contact is deleted or gone: ``todo``, group snapshot cleared."""
+    return conn.execute(_CLEAR_MISSING_CONTACTS, {"list_id": list_id}).rowcount
+
+
+def delete_orphan_rows(conn: sa.Connection, list_id: str) -> int:
+    """Delete rows with neither a member id nor a contact id."""
+    return conn.execute(_DELETE_ORPHANS, {"list_id": list_id}).rowcount
+
+
+def match_contacts_by_email(conn: sa.Connection, list_id: str, group_id: int) -> dict[int, int]:
+    """Link rows without a contact to an undeleted owner of their email, by the phases of
+    ``services.reconciler.match`` (narrowest first); matched rows become ``todo``.
+
+    One statement. Returns the number of rows matched per phase number (1-4).
+    """
+    params = {"list_id": list_id, "group_id": group_id, "added": GroupStatus.ADDED.value}
+    return {int(phase): int(n) for phase, n in conn.execute(_MATCH_BY_EMAIL, params)}
+
+
+def set_contact_ids(conn: sa.Connection, contact_ids: Mapping[int, int]) -> int:
+    """Set ``civicrm_contact_id`` of cache rows (cache id -> contact id) in one statement."""
+    if not contact_ids:
+        return 0
+    rows = [{"id": cache_id, "contact_id": cid} for cache_id, cid in contact_ids.items()]
+    return conn.execute(_SET_CONTACT_IDS, {"rows": _json(rows)}).rowcount
+
+
+@dataclass(frozen=True)
+class NewMember:
+    """A row subscribed/pending at Mailchimp without a contact: names from Mailchimp."""
+
+    cache_id: int
+    email: str
+    first_name: str | None
+    last_name: str | None
+
+
+def members_without_contact(
+    conn: sa.Connection, list_id: str, after_id: int, limit: int
+) -> list[NewMember]:
+    """The next ``limit`` rows (ids after ``after_id``) subscribed/pending at Mailchimp,
+    with an email but no contact, in id order (keyset paging)."""
+    params = {"list_id": list_id, "after": after_id, "limit": limit}
+    return [NewMember(*row) for row in conn.execute(_MEMBERS_WITHOUT_CONTACT, params)]
+
+
+# --- readyToCheckForDataUpdates ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PluginSource:
+    """A row whose plugin data is to be computed, with its stored ``civicrm_data``."""
+
+    cache_id: int
+    contact_id: int | None
+    member_id: str | None
+    email: str | None
+    status: str | None
+    civicrm_data: Mapping[str, Any] | None
+
+
+def load_plugin_rows(
+    conn: sa.Connection, list_id: str, after_id: int, limit: int
+) -> list[PluginSource]:
+    """The next ``limit`` rows (ids after ``after_id``) subscribed/pending at Mailchimp or
+    ``todo``, in id order (keyset paging)."""
+    params = {"list_id": list_id, "after": after_id, "limit": limit}
+    return [PluginSource(*row) for row in conn.execute(_PLUGIN_ROWS, params)]
+
+
+def store_plugin_data(conn: sa.Connection, data: Mapping[int, Mapping[str, Any] | None]) -> int:
+    """Store ``civicrm_data`` per cache id (None: null); rows whose data changes -> ``todo``.
+
+    One statement; returns the rows changed.
+    """
+    if not data:
+        return 0
+    rows = [{"id": cache_id, "data": value} for cache_id, value in data.items()]
+    return conn.execute(_STORE_PLUGIN_DATA, {"rows": _json(rows)}).rowcount
+
+
+# --- readyToCleanUpDuplicates / readyToAddCiviOnly --------------------------------------
+
+
+def delete_crm_only_duplicates(conn: sa.Connection, list_id: str) -> int:
+    """Delete CRM-only rows (no member id) of contacts that have a Mailchimp row here."""
+    return conn.execute(_DELETE_CRM_ONLY_DUPLICATES, {"list_id": list_id}).rowcount
+
+
+def add_crm_only_rows(conn: sa.Connection, list_id: str, group_id: int) -> int:
+    """Give undeleted contacts ``Added`` to the group, without a row here, a ``todo`` row."""
+    params = {"list_id": list_id, "group_id": group_id, "added": GroupStatus.ADDED.value}
+    return conn.execute(_ADD_CRM_ONLY, params).rowcount
+
+
+# --- readyToCheckForGroupChanges -------------------------------------------------------
+
+
+def mark_group_changes_todo(
+    conn: sa.Connection, list_id: str, group_ids: Sequence[int], since: datetime
+) -> int:
+    """Rows whose contact has history in ``group_ids`` dated on/after ``since`` -> ``todo``."""
+    params = {"list_id": list_id, "group_ids": list(group_ids), "since": since}
+    return conn.execute(_MARK_GROUP_CHANGES, params).rowcount
+
+
+def mark_all_contacts_todo(conn: sa.Connection, list_id: str) -> int:
+    """Every row with a contact -> ``todo`` (a full sync); returns the rows changed."""
+    return conn.execute(_MARK_ALL_CONTACTS, {"list_id": list_id}).rowcount
+
+
+def refresh_group_snapshots(conn: sa.Connection, list_id: str, group_ids: Sequence[int]) -> int:
+    """Set ``civicrm_groups`` of ``todo`` rows to the newest history per group:
+    ``{"<group id>": {"status": ..., "date": iso}}`` (null without history).
+
+    One statement; only rows whose snapshot changes are written. Returns them.
+    """
+    params = {"list_id": list_id, "group_ids": list(group_ids)}
+    return conn.execute(_REFRESH_SNAPSHOTS, params).rowcount
+
+
+# --- readyToReconcileQueue -------------------------------------------------------------
+
+
+def chunk_ranges(conn: sa.Connection, list_id: str, chunk_size: int) -> list[tuple[int, int]]:
+    """Id ranges ``(first, last)`` covering the audience's ``todo`` rows, ``chunk_size`` each."""
+    params = {"list_id": list_id, "size": chunk_size}
+    return [(int(a), int(b)) for a, b in conn.execute(_CHUNK_RANGES, params)]
+
+
+def claim_todo_rows(
+    conn: sa.Connection, list_id: str, first_id: int, last_id: int
+) -> list[ClaimedRow]:
+    """Lock the ``todo`` rows with ids in ``[first_id, last_id]``, skipping rows another
+    transaction holds (``FOR UPDATE SKIP LOCKED``), so no row is decided twice at once."""
+    params = {"list_id": list_id, "first": first_id, "last": last_id}
+    return [ClaimedRow(*row) for row in conn.execute(_CLAIM_TODO, params)]
+
+
+def set_sync_statuses(conn: sa.Connection, statuses: Sequence[RowStatus]) -> int:
+    """Set each row's ``sync_status`` in one statement."""
+    if not statuses:
+        return 0
+    rows = [{"id": s.cache_id, "status": s.sync_status.value} for s in statuses]
+    return conn.execute(_SET_STATUSES, {"rows": _json(rows)}).rowcount
+
+
+_UPSERT_FETCHED = sa.text("""
+    INSERT INTO civicrm_mailchimpsync_cache AS c (mailchimp_list_id, mailchimp_member_id,
+        mailchimp_email, mailchimp_status, mailchimp_updated, mailchimp_data, sync_status)
+    SELECT :list_id, r.member_id, r.email, r.status, r.updated, r.data, 'todo'
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+        AS r(member_id text, email text, status text, updated timestamptz, data jsonb)
+    ON CONFLICT (mailchimp_list_id, mailchimp_member_id) DO UPDATE SET
+        mailchimp_email = EXCLUDED.mailchimp_email,
+        mailchimp_status = EXCLUDED.mailchimp_status,
+        mailchimp_updated = EXCLUDED.mailchimp_updated,
+        mailchimp_data = EXCLUDED.mailchimp_data,
+        sync_status = 'todo'
+""")
+_LOAD_MAILCHIMP_DATA = sa.text("""
+    SELECT mailchimp_member_id, mailchimp_data FROM civicrm_mailchimpsync_cache
+    WHERE mailchimp_list_id = :list_id AND mailchimp_member_id = ANY(CAST(:ids AS text[]))
+""")
+_TODO_REMAINING = sa.text("""
+    SELECT count(*) FROM civicrm_mailchimpsync_cache
+    WHERE mailchimp_list_id = :list_id AND sync_status = 'todo'
+""")
+_STATUS_COUNTS = sa.text("""
+    SELECT sync_status, count(*) FROM civicrm_mailchimpsync_cache
+    WHERE mailchimp_list_id = :list_id GROUP BY sync_status
+""")
+
+_CLEAR_MISSING_CONTACTS = sa.text("""
+    UPDATE civicrm_mailchimpsync_cache c
+    SET civicrm_contact_id = NULL, civicrm_groups = NULL, sync_status = 'todo'
+    WHERE c.mailchimp_list_id = :list_id AND c.civicrm_contact_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM civicrm_contact k
+                      WHERE k.id = c.civicrm_contact_id AND NOT k.is_deleted)
+""")
+_DELETE_ORPHANS = sa.text("""
+    DELETE FROM civicrm_mailchimpsync_cache
+    WHERE mailchimp_list_id = :list_id
+      AND mailchimp_member_id IS NULL AND civicrm_contact_id IS NULL
+""")
+# The phases of services.reconciler.match in one ordering: among the undeleted owners of an
+# address, a sole owner wins (phase 1); else Added to the group, then any history in it,
+# then the lowest id. tests/integration/reconciler checks it agrees with match_rows.
+_MATCH_BY_EMAIL = sa.text("""
+    WITH unmatched AS (
+        SELECT id, lower(mailchimp_email) AS em FROM civicrm_mailchimpsync_cache
+        WHERE mailchimp_list_id = :list_id AND civicrm_contact_id IS NULL
+          AND mailchimp_email IS NOT NULL
+    ), owners AS (
+        SELECT DISTINCT lower(e.email) AS em, e.contact_id
+        FROM civicrm_email e JOIN civicrm_contact k ON k.id = e.contact_id AND NOT k.is_deleted
+        WHERE lower(e.email) IN (SELECT em FROM unmatched)
+    ), ranked AS (
+        SELECT o.em, o.contact_id, count(*) OVER (PARTITION BY o.em) AS n_owners,
+            EXISTS (SELECT 1 FROM civicrm_group_contact gc
+                    WHERE gc.contact_id = o.contact_id AND gc.group_id = :group_id
+                      AND gc.status = :added) AS added,
+            EXISTS (SELECT 1 FROM civicrm_subscription_history h
+                    WHERE h.contact_id = o.contact_id AND h.group_id = :group_id) AS history
+        FROM owners o
+    ), chosen AS (
+        SELECT DISTINCT ON (em) em, contact_id,
+            CASE WHEN n_owners = 1 THEN 1 WHEN added THEN 2 WHEN history THEN 3 ELSE 4 END
+                AS phase
+        FROM ranked ORDER BY em, added DESC, history DESC, contact_id
+    ), matched AS (
+        UPDATE civicrm_mailchimpsync_cache c
+        SET civicrm_contact_id = ch.contact_id, sync_status = 'todo'
+        FROM unmatched u JOIN chosen ch ON ch.em = u.em
+        WHERE c.id = u.id
+        RETURNING ch.phase
+    )
+    SELECT phase, count(*) FROM matched GROUP BY phase
+""")
+_SET_CONTACT_IDS = sa.text("""
+    UPDATE civicrm_mailchimpsync_cache c SET civicrm_contact_id = r.contact_id
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id bigint, contact_id integer)
+    WHERE c.id = r.id
+""")
+
+_MEMBERS_WITHOUT_CONTACT = sa.text("""
+    SELECT id, mailchimp_email, NULLIF(mailchimp_data ->> 'first_name', ''),
+        NULLIF(mailchimp_data ->> 'last_name', '')
+    FROM civicrm_mailchimpsync_cache
+    WHERE mailchimp_list_id = :list_id AND civicrm_contact_id IS NULL AND id > :after
+      AND mailchimp_status IN ('subscribed', 'pending')
+      AND mailchimp_email IS NOT NULL AND btrim(mailchimp_email) <> ''
+    ORDER BY id LIMIT :limit
+""")
+_PLUGIN_ROWS = sa.text("""
+    SELECT id, civicrm_contact_id, mailchimp_member_id, mailchimp_email, mailchimp_status,
+        civicrm_data
+    FROM civicrm_mailchimpsync_cache
+    WHERE mailchimp_list_id = :list_id AND id > :after
+      AND (mailchimp_status IN ('subscribed', 'pending') OR sync_status = 'todo')
+    ORDER BY id LIMIT :limit
+""")
+# A JSON null arrives as the jsonb value 'null', which is not SQL NULL (SQLAlchemy's JSON type
+# also stores None that way): NULLIF makes both sides SQL NULL before comparing.
+_STORE_PLUGIN_DATA = sa.text("""
+    UPDATE civicrm_mailchimpsync_cache c
+    SET civicrm_data = NULLIF(r.data, 'null'::jsonb), sync_status = 'todo'
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id bigint, data jsonb)
+    WHERE c.id = r.id
+      AND NULLIF(c.civicrm_data, 'null'::jsonb) IS DISTINCT FROM NULLIF(r.data, 'null'::jsonb)
+""")
+_DELETE_CRM_ONLY_DUPLICATES = sa.text("""
+    DELETE FROM civicrm_mailchimpsync_cache c
+    WHERE c.mailchimp_list_id = :list_id AND c.mailchimp_member_id IS NULL
+      AND c.civicrm_contact_id IS NOT NULL
+      AND EXISTS (SELECT 1 FROM civicrm_mailchimpsync_cache o
+                  WHERE o.mailchimp_list_id = c.mailchimp_list_id
+                    AND o.civicrm_contact_id = c.civicrm_contact_id
+                    AND o.mailchimp_member_id IS NOT NULL)
+""")
+_ADD_CRM_ONLY = sa.text("""
+    INSERT INTO civicrm_mailchimpsync_cache (mailchimp_list_id, civicrm_contact_id, sync_status)
+    SELECT CAST(:list_id AS text), gc.contact_id, 'todo'
+    FROM civicrm_group_contact gc
+    JOIN civicrm_contact k ON k.id = gc.contact_id AND NOT k.is_deleted
+    WHERE gc.group_id = :group_id AND gc.status = :added
+      AND NOT EXISTS (SELECT 1 FROM civicrm_mailchimpsync_cache c
+                      WHERE c.mailchimp_list_id = CAST(:list_id AS text)
+                        AND c.civicrm_contact_id = gc.contact_id)
+    ORDER BY gc.contact_id
+""")
+
+_MARK_GROUP_CHANGES = sa.text("""
+    UPDATE civicrm_mailchimpsync_cache c SET sync_status = 'todo'
+    WHERE c.mailchimp_list_id = :list_id AND c.sync_status <> 'todo'
+      AND c.civicrm_contact_id IN (
+          SELECT h.contact_id FROM civicrm_subscription_history h
+          WHERE h.group_id = ANY(CAST(:group_ids AS integer[])) AND h.date >= :since)
+""")
+_MARK_ALL_CONTACTS = sa.text("""
+    UPDATE civicrm_mailchimpsync_cache SET sync_status = 'todo'
+    WHERE mailchimp_list_id = :list_id AND civicrm_contact_id IS NOT NULL
+      AND sync_status <> 'todo'
+""")
+# Dates are rendered in UTC whatever the session's TimeZone, so the snapshot is stable.
+_REFRESH_SNAPSHOTS = sa.text("""
+    UPDATE civicrm_mailchimpsync_cache c SET civicrm_groups = s.snapshot
+    FROM (
+        SELECT t.id, (
+            SELECT jsonb_object_agg(n.group_id::text, jsonb_build_object(
+                'status', n.status,
+                'date', to_char(n.date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')))
+            FROM (SELECT DISTINCT ON (h.group_id) h.group_id, h.status, h.date
+                  FROM civicrm_subscription_history h
+                  WHERE h.contact_id = t.civicrm_contact_id
+                    AND h.group_id = ANY(CAST(:group_ids AS integer[]))
+                  ORDER BY h.group_id, h.date DESC, h.id DESC) AS n
+        ) AS snapshot
+        FROM civicrm_mailchimpsync_cache t
+        WHERE t.mailchimp_list_id = :list_id AND t.sync_status = 'todo'
+    ) AS s
+    WHERE c.id = s.id AND c.civicrm_groups IS DISTINCT FROM s.snapshot
+""")
+
+_CHUNK_RANGES = sa.text("""
+    SELECT min(id), max(id) FROM (
+        SELECT id, (row_number() OVER (ORDER BY id) - 1) / :size AS bucket
+        FROM civicrm_mailchimpsync_cache
+        WHERE mailchimp_list_id = :list_id AND sync_status = 'todo'
+    ) AS numbered
+    GROUP BY bucket ORDER BY bucket
+""")
+_CLAIM_TODO = sa.text("""
+    SELECT c.id, c.civicrm_contact_id, c.mailchimp_member_id, c.mailchimp_email,
+        c.mailchimp_status, c.mailchimp_updated, c.mailchimp_data, c.civicrm_data,
+        c.civicrm_contact_id IS NOT NULL AND EXISTS (
+            SELECT 1 FROM civicrm_mailchimpsync_cache o
+            WHERE o.mailchimp_list_id = c.mailchimp_list_id AND o.id <> c.id
+              AND o.civicrm_contact_id = c.civicrm_contact_id
+              AND o.mailchimp_status IN ('subscribed', 'pending')) AS other_row_subscribed
+    FROM civicrm_mailchimpsync_cache c
+    WHERE c.mailchimp_list_id = :list_id AND c.sync_status = 'todo'
+      AND c.id BETWEEN :first AND :last
+    ORDER BY c.id
+    FOR UPDATE OF c SKIP LOCKED
+""")
+_SET_STATUSES = sa.text("""
+    UPDATE civicrm_mailchimpsync_cache c SET sync_status = r.status
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id bigint, status text)
+    WHERE c.id = r.id
+""")

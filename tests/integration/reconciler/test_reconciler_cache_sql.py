@@ -1,0 +1,58 @@
+"""The cache table's SQL for the fetcher and for counting."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from conftest import LIST_ID, T0, World
+
+from common.db import cache
+from common.db.cache import FetchedRow
+from common.vocabulary import SyncStatus
+
+pytestmark = pytest.mark.integration
+
+
+def fetched(n: int, status: str = "subscribed", name: str = "A") -> FetchedRow:
+    data = {"status": status, "status@": T0.isoformat(), "first_name": name}
+    return FetchedRow(f"m{n}", f"p{n}@example.org", status, T0 + timedelta(hours=n), data)
+
+
+def test_fetched_members_are_inserted_then_updated_as_todo(world: World) -> None:
+    assert cache.upsert_fetched(world.conn, LIST_ID, [fetched(1), fetched(2)]) == 2
+    world.conn.execute(sa.text("UPDATE civicrm_mailchimpsync_cache SET sync_status = 'ok'"))
+
+    cache.upsert_fetched(world.conn, LIST_ID, [fetched(1, "unsubscribed", "B")])
+
+    rows = {r["mailchimp_member_id"]: r for r in world.rows().values()}
+    assert rows["m1"]["mailchimp_status"] == "unsubscribed"
+    assert rows["m1"]["mailchimp_data"]["first_name"] == "B"
+    assert (rows["m1"]["sync_status"], rows["m2"]["sync_status"]) == ("todo", "ok")
+    assert rows["m1"]["mailchimp_updated"] == T0 + timedelta(hours=1)
+
+
+def test_load_mailchimp_data_returns_the_stored_data_of_known_members(world: World) -> None:
+    cache.upsert_fetched(world.conn, LIST_ID, [fetched(1)])
+
+    found = cache.load_mailchimp_data(world.conn, LIST_ID, ["m1", "unknown"])
+
+    assert found == {"m1": fetched(1).mailchimp_data}
+
+
+def test_a_thousand_fetched_members_are_written_in_one_statement(
+    world: World, statements: list[str]
+) -> None:
+    assert cache.upsert_fetched(world.conn, LIST_ID, [fetched(n) for n in range(1000)]) == 1000
+    assert len(statements) == 1
+
+
+def test_todo_remaining_and_status_counts(world: World) -> None:
+    world.row("a@example.org", "subscribed", sync_status="todo")
+    world.row("b@example.org", "subscribed", sync_status="fail")
+
+    assert cache.todo_remaining(world.conn, LIST_ID) == 1
+    counts = cache.status_counts(world.conn, LIST_ID)
+    assert counts[SyncStatus.TODO] == counts[SyncStatus.FAIL] == 1
+    assert counts[SyncStatus.OK] == 0
