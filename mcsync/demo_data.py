@@ -22,6 +22,8 @@ LAST_NAMES = (
     "Khan", "Lund", "Moss", "Nakamura", "Okafor", "Park", "Quist", "Reyes", "Silva", "Tan",
 )  # fmt: skip
 
+MATCHED = "subscribed on both sides"
+
 INTERESTS = ("events", "newsletter")
 """Interest keys; the demo maps each to a CRM group and a Mailchimp interest."""
 
@@ -43,6 +45,7 @@ class PlannedContact:
     is_deleted: bool = False
     subscription: PlannedMembership | None = None
     interests: dict[str, PlannedMembership] = field(default_factory=dict)
+    case: str = MATCHED
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class PlannedMember:
     last_changed: datetime
     interests: dict[str, bool] = field(default_factory=dict)
     unsubscribed_by: str = ""
+    case: str = MATCHED
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,6 @@ CASE_SHARES: dict[str, int] = {
     "transactional at Mailchimp": 20,
     "on-hold email Added in the CRM": 10,
 }
-MATCHED = "subscribed on both sides"
 
 
 def plan_demo(size: int, seed: int = 1, now: datetime | None = None) -> DemoPlan:
@@ -108,9 +111,11 @@ class _Builder:
     contacts: list[PlannedContact] = field(default_factory=list)
     members: list[PlannedMember] = field(default_factory=list)
     cases: Counter[str] = field(default_factory=Counter)
+    case: str = MATCHED
 
     def add(self, case: str, index: int) -> None:
         self.cases[case] += 1
+        self.case = case
         first, last = self.rng.choice(FIRST_NAMES), self.rng.choice(LAST_NAMES)
         email = f"{first}.{last}.{index}@demo.example.org".lower()
         recent, older = self._dates()
@@ -189,7 +194,13 @@ class _Builder:
         first, last, email = person
         self.contacts.append(
             PlannedContact(
-                first, last, ((email, on_hold),), is_deleted, subscription, interests or {}
+                first,
+                last,
+                ((email, on_hold),),
+                is_deleted,
+                subscription,
+                interests or {},
+                self.case,
             )
         )
 
@@ -204,6 +215,13 @@ class _Builder:
         first, last, email = person
         self.members.append(
             PlannedMember(
-                email, status, first, last, last_changed, interests or {}, unsubscribed_by
+                email,
+                status,
+                first,
+                last,
+                last_changed,
+                interests or {},
+                unsubscribed_by,
+                self.case,
             )
         )

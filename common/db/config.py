@@ -163,3 +163,9 @@ def clear_trust_overrides(conn: sa.Connection, connection_id: int) -> None:
 
 def add_webhook_secret(conn: sa.Connection, account_id: int, secret: str) -> None:
     conn.execute(sa.insert(webhook_secret).values(account_id=account_id, secret=secret))
+
+
+def connection_for(conn: sa.Connection, list_id: str) -> SyncConnection | None:
+    """The sync connection of an audience, if it has one."""
+    found = load_connections(conn, list_id=list_id)
+    return found[0] if found else None

@@ -68,3 +68,10 @@ def test_a_crm_newer_unsubscribe_is_dated_after_the_mailchimp_change() -> None:
 def test_an_empty_demo_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one"):
         plan_demo(0)
+
+
+def test_each_person_carries_the_case_it_was_planned_for() -> None:
+    plan = plan_demo(2_000)
+
+    planned = {c.case for c in plan.contacts} | {m.case for m in plan.members}
+    assert planned == set(plan.cases)

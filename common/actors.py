@@ -1,0 +1,90 @@
+"""Declaring actors: a message route, its handler and explicit options, bound to a broker.
+
+Nothing is declared at import time: each service's ``actors.register(broker, runtime)``
+calls ``declare`` when its worker process starts. An actor parses its message, calls the
+handler (which commits its own transaction) and only then sends the messages it returned.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import dramatiq
+from dramatiq.broker import MessageProxy
+
+from common.db import runs
+from common.messages import Message, MessageError
+from common.runs import InvalidRunParameter
+from common.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+
+NEVER_RETRIED: tuple[type[Exception], ...] = (MessageError, InvalidRunParameter)
+
+
+def declare(
+    runtime: Runtime,
+    route: type[M],
+    handler: Callable[[M], list[Message]],
+    *,
+    max_retries: int = 10,
+    time_limit_ms: int = 15 * 60_000,
+    min_backoff_ms: int = 1_000,
+    max_backoff_ms: int = 5 * 60_000,
+) -> dramatiq.Actor[..., None]:
+    """Bind ``handler`` to ``route`` on the runtime's broker."""
+
+    def perform(**payload: Any) -> None:
+        message = route.from_wire(payload)
+        runtime.send(*handler(message))
+
+    perform.__name__ = route.actor
+    decorate = dramatiq.actor(
+        broker=runtime.broker,
+        actor_name=route.actor,
+        queue_name=route.queue,
+        max_retries=max_retries,
+        time_limit=time_limit_ms,
+        min_backoff=min_backoff_ms,
+        max_backoff=max_backoff_ms,
+        throws=NEVER_RETRIED,
+    )
+    return decorate(perform)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class DeadLetterLog(dramatiq.Middleware):
+    """When a message gives up (dead-lettered), say so in its audience's status log.
+
+    Install it before Retries: after-hooks run in reverse order, so it then sees the
+    verdict Retries has just given.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: object = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        if exception is None or not getattr(message, "failed", False):
+            return
+        list_id = message.kwargs.get("list_id")
+        reason = f"{message.actor_name} gave up after {message.options.get('retries', 0)} tries: "
+        reason += f"{type(exception).__name__}: {exception}"
+        log.error("dead-lettered %s: %s", message.message_id, reason)
+        if isinstance(list_id, str):
+            with self.runtime.engine.begin() as conn:
+                runs.log(conn, list_id, reason[:1000], utc_now())

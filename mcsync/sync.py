@@ -1,0 +1,177 @@
+"""``mcsync fetchandreconcile``: enqueue a sync of each connection, optionally follow it.
+
+With a broker URL the command only enqueues (and, with ``--wait``, watches Postgres while
+the workers do the rest). With the embedded default it runs every service's workers in its
+own process until the runs are done and their batches' results processed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TextIO
+
+import sqlalchemy as sa
+
+from common.broker import build_broker, send
+from common.db import config, runs, stats
+from common.db.config import SyncConnection
+from common.db.engine import create_engine, database_url
+from common.messages import StartSync
+from common.runs import InvalidRunParameter, parse_max_time, parse_since, parse_stop_on
+from common.settings import Settings
+from mcsync import workers
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    """The seed's ``fetchandreconcile`` parameters."""
+
+    group_id: int | None = None
+    since: str | None = None
+    max_time: int = 300
+    stop_on: str | None = None
+    force_restart: bool = False
+    with_data: bool = False
+
+    def validate(self) -> None:
+        parse_stop_on(self.stop_on)
+        parse_max_time(self.max_time)
+        if self.since and self.since != "ever":
+            parse_since(self.since)
+
+    def message(self, list_id: str) -> StartSync:
+        return StartSync(
+            list_id=list_id,
+            since=self.since,
+            max_time=self.max_time,
+            stop_on=self.stop_on,
+            force_restart=self.force_restart,
+            with_data=self.with_data,
+        )
+
+
+class NothingToSync(InvalidRunParameter):
+    """No sync connection matches the request."""
+
+
+def select_connections(conn: sa.Connection, group_id: int | None) -> list[SyncConnection]:
+    found = config.load_connections(conn, group_id=group_id)
+    if not found:
+        which = f"group {group_id}" if group_id is not None else "any group"
+        raise NothingToSync(f"group_id: no sync connection is configured for {which}")
+    return found
+
+
+def fetch_and_reconcile(
+    settings: Settings, request: SyncRequest, wait: bool, out: TextIO, poll: float = 0.5
+) -> list[stats.Changes]:
+    """Enqueue a run per connection; with ``wait`` (always when embedded) follow them."""
+    request.validate()
+    if settings.embedded_broker:
+        return _run_embedded(settings, request, out, poll)
+    engine = create_engine(database_url(settings))
+    try:
+        connections, before = _prepare(engine, request)
+        broker = build_broker(settings)
+        send(broker, *(request.message(c.list_id) for c in connections))
+        broker.close()
+        print(f"enqueued a sync of {len(connections)} audience(s)", file=out)
+        return _follow(engine, connections, before, out, poll) if wait else []
+    finally:
+        engine.dispose()
+
+
+def _run_embedded(
+    settings: Settings, request: SyncRequest, out: TextIO, poll: float
+) -> list[stats.Changes]:
+    running = workers.build(settings, workers.SERVICES, poll_seconds=1.0)
+    running.start()
+    try:
+        engine = running.runtime.engine
+        connections, before = _prepare(engine, request)
+        running.runtime.send(*(request.message(c.list_id) for c in connections))
+        return _follow(engine, connections, before, out, poll)
+    finally:
+        running.stop()
+
+
+@dataclass(frozen=True)
+class _Before:
+    started_at: datetime
+    marks: dict[str, tuple[str | None, datetime | None, str | None]]
+
+
+def _mark(conn: sa.Connection, list_id: str) -> tuple[str | None, datetime | None, str | None]:
+    state = runs.read(conn, list_id)
+    return (
+        (None, None, None)
+        if state is None
+        else (
+            state.run_id,
+            state.last_sync_at,
+            state.parked_reason,
+        )
+    )
+
+
+def _prepare(engine: sa.Engine, request: SyncRequest) -> tuple[list[SyncConnection], _Before]:
+    with engine.connect() as conn:
+        connections = select_connections(conn, request.group_id)
+        marks = {c.list_id: _mark(conn, c.list_id) for c in connections}
+    return connections, _Before(datetime.now(UTC), marks)
+
+
+def _follow(
+    engine: sa.Engine,
+    connections: Sequence[SyncConnection],
+    before: _Before,
+    out: TextIO,
+    poll: float,
+) -> list[stats.Changes]:
+    shown: dict[str, str] = {}
+    waiting = {c.list_id for c in connections}
+    while waiting:
+        time.sleep(poll)
+        with engine.connect() as conn:
+            for list_id in sorted(waiting):
+                line, done = _look(conn, list_id, before)
+                if shown.get(list_id) != line:
+                    print(f"[{list_id}] {line}", file=out, flush=True)
+                    shown[list_id] = line
+                if done:
+                    waiting.discard(list_id)
+    with engine.connect() as conn:
+        return [_summary(conn, c, before.started_at, out) for c in connections]
+
+
+def _look(conn: sa.Connection, list_id: str, before: _Before) -> tuple[str, bool]:
+    now = stats.progress(conn, list_id)
+    if now is None:
+        return "waiting for the run to start", False
+    moved = _mark(conn, list_id) != before.marks[list_id]
+    line = (
+        f"{now.stage:<38} pages {now.pages_fetched}/{now.pages_total}  todo {now.todo}  "
+        f"to submit {now.unsubmitted}  batches open {now.batches_open}"
+    )
+    if now.parked_reason:
+        line += f"  (parked: {now.parked_reason})"
+    return line, moved and (now.parked_reason is not None or now.settled)
+
+
+def _summary(
+    conn: sa.Connection, connection: SyncConnection, since: datetime, out: TextIO
+) -> stats.Changes:
+    changes = stats.changes_since(conn, connection, since)
+    apart = stats.disagreements(conn, connection)
+    print(
+        f"[{connection.list_id}] CRM: {changes.contacts_created} contacts created, "
+        f"{changes.crm_added} added to and {changes.crm_removed} removed from groups. "
+        f"Mailchimp: {changes.mailchimp_done} changes made, {changes.mailchimp_failed} refused. "
+        f"{changes.cannot_sync} cannot sync. "
+        + ("Both sides agree." if apart == 0 else f"{apart} rows still differ."),
+        file=out,
+    )
+    return changes

@@ -1,0 +1,86 @@
+"""Worker processes: one service each in production, all of them in-process when embedded."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import dramatiq
+from dramatiq.middleware import Retries
+
+from common.actors import DeadLetterLog
+from common.broker import build_broker
+from common.messages import CheckBatches
+from common.runtime import Runtime
+from common.settings import Settings
+from services.fetcher import actors as fetcher
+from services.reconciler import actors as reconciler
+from services.submitter import actors as submitter
+
+log = logging.getLogger(__name__)
+
+SERVICES: dict[str, Callable[[Runtime], object]] = {
+    "fetcher": fetcher.register,
+    "reconciler": reconciler.register,
+    "submitter": submitter.register,
+}
+BATCH_POLL_SECONDS = 60.0
+
+
+@dataclass
+class Workers:
+    """A broker, a runtime and a dramatiq worker consuming the given services' queues."""
+
+    runtime: Runtime
+    worker: dramatiq.Worker
+    poll_seconds: float | None
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        self.worker.start()
+        if self.poll_seconds:
+            threading.Thread(target=self._poll_batches, name="batch-poller", daemon=True).start()
+
+    def _poll_batches(self) -> None:
+        # Batch webhooks can be lost: look at unfinished batches now and then regardless.
+        while not self._stop.wait(self.poll_seconds):
+            self.runtime.send(CheckBatches())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.worker.stop()
+        self.runtime.broker.close()
+        self.runtime.close()
+
+
+def build(
+    settings: Settings,
+    services: Iterable[str],
+    threads: int = 8,
+    poll_seconds: float | None = BATCH_POLL_SECONDS,
+) -> Workers:
+    """Declare the services' actors on a broker built from settings and make their worker."""
+    broker = build_broker(settings)
+    runtime = Runtime.start(settings, broker)
+    broker.add_middleware(DeadLetterLog(runtime), before=Retries)
+    chosen = list(services)
+    for name in chosen:
+        SERVICES[name](runtime)
+    polls = poll_seconds if "submitter" in chosen else None
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    return Workers(runtime, worker, polls)
+
+
+def serve_forever(workers: Workers) -> None:
+    """Run until SIGTERM or SIGINT (Kubernetes stops pods with SIGTERM)."""
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    workers.start()
+    log.info("worker running; stop with SIGTERM")
+    stopping.wait()
+    log.info("stopping: finishing messages in hand")
+    workers.stop()

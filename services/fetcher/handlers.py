@@ -1,0 +1,253 @@
+"""The fetch stage: start (or resume) a run, split the audience into pages, merge each page.
+
+Pages are fetched in parallel by as many fetcher processes as ops run, each page merged into
+the cache in one bulk statement; the last page to land moves the run on. Every handler is
+safe to run twice: a page already fetched is merged again to the same result, and a message
+for a run or stage that is no longer current finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from common.db import cache, config, runs
+from common.db.config import SyncConnection
+from common.db.runs import RunParams, RunState
+from common.mailchimp import MailchimpClient
+from common.messages import FetchPage, Message, StartSync
+from common.progress import after_stage, messages_for
+from common.runs import out_of_time, parse_max_time, parse_since, parse_stop_on
+from common.vocabulary import Stage
+from services.fetcher.merge import FetchedMember, merge_mailchimp_data
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 1000
+MEMBER_FIELDS = ",".join(
+    [
+        "members.id",
+        "members.email_address",
+        "members.status",
+        "members.last_changed",
+        "members.merge_fields.FNAME",
+        "members.merge_fields.LNAME",
+        "members.interests",
+        "total_items",
+    ]
+)
+FETCH = Stage.READY_TO_FETCH
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What the fetch handlers need from their process."""
+
+    engine: sa.Engine
+    mailchimp: Callable[[str], MailchimpClient]
+    clock: Callable[[], datetime]
+
+
+def validate(message: StartSync) -> RunParams:
+    """The run's parameters, refused with a clear error before anything is written."""
+    parse_stop_on(message.stop_on)
+    parse_max_time(message.max_time)
+    if message.since and message.since != "ever":
+        parse_since(message.since)
+    return RunParams(message.since, message.max_time, message.stop_on, message.with_data)
+
+
+def start_sync(deps: Deps, message: StartSync) -> list[Message]:
+    """Start a run, resume a parked or abandoned one, or log that one is already active."""
+    params = validate(message)
+    with deps.engine.begin() as conn:
+        outcome = _begin(conn, message, params, deps.clock())
+    if isinstance(outcome, list):
+        return outcome
+    return plan_fetch(deps, *outcome)
+
+
+ToPlan = tuple[SyncConnection, RunState]
+
+
+def _begin(
+    conn: sa.Connection, message: StartSync, params: RunParams, now: datetime
+) -> list[Message] | ToPlan:
+    connection = config.connection_for(conn, message.list_id)
+    if connection is None:
+        log.warning("audience %s has no sync connection; ignored", message.list_id)
+        return []
+    state = runs.lock(conn, message.list_id)
+    if message.force_restart:
+        state = runs.reset(conn, message.list_id, now)
+    if state.active and not state.stale(now):
+        runs.log(conn, state.list_id, f"already running ({state.stage}); trigger ignored", now)
+        return []
+    if state.run_id is not None:
+        return _resume(conn, connection, state, params, now)
+    state = runs.start(conn, state, params, connection.override_set, now)
+    runs.forget_pages(conn, state.list_id, keep_run=state.run_id)
+    runs.log(conn, state.list_id, _started(state), now)
+    return connection, state
+
+
+def _resume(
+    conn: sa.Connection,
+    connection: SyncConnection,
+    state: RunState,
+    params: RunParams,
+    now: datetime,
+) -> list[Message] | ToPlan:
+    why = "parked" if state.parked else "abandoned (no heartbeat)"
+    old_run = state.run_id
+    state = runs.resume(conn, state, params, now)
+    assert old_run is not None and state.run_id is not None
+    runs.move_pages(conn, state.list_id, old_run, state.run_id)
+    runs.log(conn, state.list_id, f"resuming a run {why} at {state.stage}", now)
+    if state.stage is not FETCH:
+        return messages_for(state)
+    pending = runs.pages_of(conn, state.list_id, state.run_id, fetched=False)
+    if pending:
+        return _page_messages(state, pending)
+    if runs.pages_of(conn, state.list_id, state.run_id, fetched=True):
+        return _fetched_all(conn, connection, state, now)
+    return connection, state
+
+
+def plan_fetch(deps: Deps, connection: SyncConnection, state: RunState) -> list[Message]:
+    """Count the members to fetch, record one page per 1000, and send a message per page."""
+    first = deps.mailchimp(connection.api_key).get(
+        f"/lists/{state.list_id}/members", _page_query(state.fetch_since, 0, count=1)
+    )
+    offsets = list(range(0, int(first["total_items"]), PAGE_SIZE))
+    with deps.engine.begin() as conn:
+        state = runs.lock(conn, state.list_id)
+        if state.run_id is None or not state.current(state.run_id, FETCH):
+            return []
+        runs.add_pages(conn, state.list_id, state.run_id, offsets)
+        runs.log(conn, state.list_id, f"fetching {first['total_items']} members", deps.clock())
+        if not offsets:
+            return _fetched_all(conn, connection, state, deps.clock())
+    return _page_messages(state, offsets)
+
+
+def fetch_page(deps: Deps, message: FetchPage) -> list[Message]:
+    """Fetch one page and merge it into the cache; the last page moves the run on."""
+    with deps.engine.connect() as conn:
+        state = runs.read(conn, message.list_id)
+        connection = config.connection_for(conn, message.list_id)
+    if state is None or connection is None or not state.current(message.run_id, FETCH):
+        return []
+    if out_of_time(state.limits(connection.data_sync), deps.clock()):
+        return _park_fetch(deps, message)
+    page = deps.mailchimp(connection.api_key).get(
+        f"/lists/{message.list_id}/members", _page_query(state.fetch_since, message.offset)
+    )
+    members = [FetchedMember.from_api(member) for member in page["members"]]
+    with deps.engine.begin() as conn:
+        if not _still_fetching(conn, message):
+            return []
+        _merge(conn, message.list_id, members)
+        runs.mark_fetched(
+            conn, message.list_id, message.run_id, message.offset, len(members), deps.clock()
+        )
+    # Not inside the page's transaction: that one shares the status row with other pages.
+    with deps.engine.begin() as conn:
+        runs.heartbeat(conn, message.list_id, message.run_id, deps.clock())
+    return _finish_fetch_if_done(deps, connection, message)
+
+
+def _merge(conn: sa.Connection, list_id: str, members: list[FetchedMember]) -> None:
+    members.sort(key=lambda member: member.member_id)  # one lock order for concurrent pages
+    previous = cache.load_mailchimp_data(conn, list_id, [m.member_id for m in members])
+    rows = [
+        cache.FetchedRow(
+            member_id=member.member_id,
+            email=member.email,
+            status=member.status.value,
+            updated=member.last_changed,
+            mailchimp_data=merge_mailchimp_data(previous.get(member.member_id), member),
+        )
+        for member in members
+    ]
+    cache.upsert_fetched(conn, list_id, rows)
+
+
+def _still_fetching(conn: sa.Connection, message: FetchPage) -> bool:
+    # FOR SHARE: pages merge side by side; moving the run on waits for them all.
+    current = conn.execute(
+        sa.text(
+            "SELECT run_id, stage, parked_reason FROM civicrm_mailchimpsync_status "
+            "WHERE list_id = :list_id FOR SHARE"
+        ),
+        {"list_id": message.list_id},
+    ).one_or_none()
+    return (
+        current is not None
+        and current.run_id == message.run_id
+        and current.stage == FETCH.value
+        and current.parked_reason is None
+    )
+
+
+def _finish_fetch_if_done(
+    deps: Deps, connection: SyncConnection, message: FetchPage
+) -> list[Message]:
+    with deps.engine.begin() as conn:
+        if runs.pages_of(conn, message.list_id, message.run_id, fetched=False):
+            return []
+        state = runs.lock(conn, message.list_id)
+        if not state.current(message.run_id, FETCH):
+            return []
+        return _fetched_all(conn, connection, state, deps.clock())
+
+
+def _fetched_all(
+    conn: sa.Connection, connection: SyncConnection, state: RunState, now: datetime
+) -> list[Message]:
+    assert state.run_id is not None
+    fetched = runs.pages_of(conn, state.list_id, state.run_id, fetched=True)
+    runs.log(conn, state.list_id, f"fetched {len(fetched)} pages", now)
+    # A big fetch changes the cache faster than autovacuum notices: plan the stages on
+    # fresh statistics, or their joins go nested-loop.
+    conn.execute(sa.text("ANALYZE civicrm_mailchimpsync_cache"))
+    return after_stage(conn, state, FETCH, connection.data_sync, now)
+
+
+def _park_fetch(deps: Deps, message: FetchPage) -> list[Message]:
+    with deps.engine.begin() as conn:
+        state = runs.lock(conn, message.list_id)
+        if state.current(message.run_id, FETCH):
+            reason = f"max_time of {state.params.max_time} s reached"
+            runs.park(conn, state, FETCH, reason, deps.clock())
+    return []
+
+
+def _page_messages(state: RunState, offsets: list[int]) -> list[Message]:
+    assert state.run_id is not None
+    return [FetchPage(list_id=state.list_id, run_id=state.run_id, offset=o) for o in offsets]
+
+
+def _page_query(since: datetime | None, offset: int, count: int = PAGE_SIZE) -> dict[str, Any]:
+    # A fixed window sorted by last change: members changed during the fetch move to the
+    # end instead of shifting the pages before them.
+    query: dict[str, Any] = {
+        "count": count,
+        "offset": offset,
+        "fields": MEMBER_FIELDS,
+        "sort_field": "last_changed",
+        "sort_dir": "ASC",
+    }
+    if since is not None:
+        query["since_last_changed"] = since.isoformat()
+    return query
+
+
+def _started(state: RunState) -> str:
+    window = "all members" if state.fetch_since is None else f"since {state.fetch_since}"
+    return f"sync started ({window})"

@@ -1,0 +1,150 @@
+"""The CRM-side stages and the reconcile queue of one audience's run.
+
+``run_crm_stages`` runs stages 2..7 one transaction each, holding the audience's status row
+so no other worker runs a stage of the same audience meanwhile, and then splits the queue of
+``todo`` rows into chunks. ``reconcile_chunk`` decides one chunk; several reconciler
+processes share a big audience's chunks. The chunk that leaves no ``todo`` row moves the run
+on. A message whose run or stage is no longer current finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from common.db import config, runs
+from common.db.config import SyncConnection
+from common.db.runs import RunState
+from common.messages import Message, ReconcileChunk, RunCrmStages
+from common.progress import after_stage
+from common.runs import out_of_time
+from common.vocabulary import Stage
+from services.reconciler import chunk, stages
+from services.reconciler.plugins import DataPlugin
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 1000
+QUEUE = Stage.READY_TO_RECONCILE_QUEUE
+
+
+@dataclass(frozen=True)
+class Deps:
+    engine: sa.Engine
+    clock: Callable[[], datetime]
+    plugins: Sequence[DataPlugin] = ()
+
+
+def _run_stage(conn: sa.Connection, deps: Deps, connection: SyncConnection, state: RunState) -> str:
+    """Run the state's CRM stage in the caller's transaction; return a line for the log."""
+    match state.stage:
+        case Stage.READY_TO_FIX_CONTACT_IDS:
+            report = stages.fix_contact_ids(conn, connection)
+        case Stage.READY_TO_CREATE_NEW_CONTACTS_FROM_MAILCHIMP:
+            report = stages.create_new_contacts_from_mailchimp(conn, connection)
+        case Stage.READY_TO_CLEAN_UP_DUPLICATES:
+            report = stages.clean_up_duplicates(conn, connection)
+        case Stage.READY_TO_ADD_CIVI_ONLY:
+            report = stages.add_civi_only(conn, connection)
+        case Stage.READY_TO_CHECK_FOR_GROUP_CHANGES:
+            report = stages.check_for_group_changes(conn, connection, state.fetch_since)
+        case Stage.READY_TO_CHECK_FOR_DATA_UPDATES:
+            report = stages.check_for_data_updates(conn, connection, deps.plugins)
+        case _:
+            raise ValueError(f"{state.stage} is not a CRM stage")
+    counts = ", ".join(f"{name} {count}" for name, count in report.counts.items() if count)
+    return f"{state.stage}: {counts or 'nothing to do'}"
+
+
+def run_crm_stages(deps: Deps, message: RunCrmStages) -> list[Message]:
+    """Run CRM stages until the run reaches the reconcile queue, parks or leaves us."""
+    while True:
+        with deps.engine.begin() as conn:
+            state = runs.lock(conn, message.list_id)
+            connection = config.connection_for(conn, message.list_id)
+            if connection is None or not state.current(message.run_id, state.stage):
+                return []
+            if state.stage is QUEUE:
+                return _plan_queue(conn, connection, state, deps.clock())
+            if state.stage is Stage.READY_TO_FETCH or state.stage is Stage.READY_TO_SUBMIT_UPDATES:
+                return []
+            completed = state.stage
+            runs.log(conn, state.list_id, _run_stage(conn, deps, connection, state), deps.clock())
+            sent = after_stage(conn, state, completed, connection.data_sync, deps.clock())
+        if sent != [message]:
+            return sent
+
+
+def _plan_queue(
+    conn: sa.Connection, connection: SyncConnection, state: RunState, now: datetime
+) -> list[Message]:
+    assert state.run_id is not None
+    ranges = chunk.plan_chunks(conn, state.list_id, CHUNK_SIZE)
+    runs.log(conn, state.list_id, f"{QUEUE}: {len(ranges)} chunks to decide", now)
+    if not ranges:
+        return after_stage(conn, state, QUEUE, connection.data_sync, now)
+    return [
+        ReconcileChunk(list_id=state.list_id, run_id=state.run_id, first_id=first, last_id=last)
+        for first, last in ranges
+    ]
+
+
+def reconcile_chunk(deps: Deps, message: ReconcileChunk) -> list[Message]:
+    """Decide one chunk; the chunk that leaves no ``todo`` row moves the run on."""
+    with deps.engine.connect() as conn:
+        state = runs.read(conn, message.list_id)
+        connection = config.connection_for(conn, message.list_id)
+    if state is None or connection is None or not state.current(message.run_id, QUEUE):
+        return []
+    if out_of_time(state.limits(connection.data_sync), deps.clock()):
+        return _park(deps, message)
+    with deps.engine.begin() as conn:
+        if not _still_reconciling(conn, message):
+            return []
+        chunk.reconcile_chunk(conn, connection, message.first_id, message.last_id, deps.clock())
+    # Not inside the chunk's transaction: that one shares the status row with other chunks.
+    with deps.engine.begin() as conn:
+        runs.heartbeat(conn, message.list_id, message.run_id, deps.clock())
+    return _finish_queue_if_done(deps, connection, message)
+
+
+def _still_reconciling(conn: sa.Connection, message: ReconcileChunk) -> bool:
+    # FOR SHARE: chunks run side by side; moving the run on waits for them all.
+    current = conn.execute(
+        sa.text(
+            "SELECT run_id, stage, parked_reason FROM civicrm_mailchimpsync_status "
+            "WHERE list_id = :list_id FOR SHARE"
+        ),
+        {"list_id": message.list_id},
+    ).one_or_none()
+    return (
+        current is not None
+        and current.run_id == message.run_id
+        and current.stage == QUEUE.value
+        and current.parked_reason is None
+    )
+
+
+def _finish_queue_if_done(
+    deps: Deps, connection: SyncConnection, message: ReconcileChunk
+) -> list[Message]:
+    with deps.engine.begin() as conn:
+        if chunk.todo_remaining(conn, message.list_id):
+            return []
+        state = runs.lock(conn, message.list_id)
+        if not state.current(message.run_id, QUEUE) or chunk.todo_remaining(conn, state.list_id):
+            return []
+        return after_stage(conn, state, QUEUE, connection.data_sync, deps.clock())
+
+
+def _park(deps: Deps, message: ReconcileChunk) -> list[Message]:
+    with deps.engine.begin() as conn:
+        state = runs.lock(conn, message.list_id)
+        if state.current(message.run_id, QUEUE):
+            reason = f"max_time of {state.params.max_time} s reached"
+            runs.park(conn, state, QUEUE, reason, deps.clock())
+    return []

@@ -1,0 +1,95 @@
+"""The submitter's place in a run: submit, then finish the run; after results, submit again.
+
+Updates can appear outside a run (a compliance refusal retried as pending, a tags update
+that waited for its member): whenever some are left unsubmitted after a batch is processed,
+the audience gets another ``SubmitUpdates`` with no run id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from common.db import batches, config, runs
+from common.db.config import SyncConnection
+from common.mailchimp import MailchimpClient
+from common.messages import CheckBatches, Message, ProcessBatch, SubmitUpdates
+from common.progress import after_stage
+from common.vocabulary import Stage
+from services.submitter import handlers
+
+SUBMIT = Stage.READY_TO_SUBMIT_UPDATES
+
+
+@dataclass(frozen=True)
+class Deps:
+    engine: sa.Engine
+    mailchimp: Callable[[str], MailchimpClient]
+    clock: Callable[[], datetime]
+
+    def client_for(self, list_id: str) -> MailchimpClient:
+        with self.engine.connect() as conn:
+            connection = config.connection_for(conn, list_id)
+        if connection is None:
+            raise LookupError(f"audience {list_id} has no sync connection")
+        return self.mailchimp(connection.api_key)
+
+
+def submit(deps: Deps, message: SubmitUpdates) -> list[Message]:
+    """Post the audience's unsubmitted updates; in a run, that completes the run."""
+    with deps.engine.connect() as conn:
+        connection = config.connection_for(conn, message.list_id)
+    if connection is None:
+        return []
+    handlers.submit_updates(
+        deps.engine, deps.mailchimp(connection.api_key), message.list_id, deps.clock()
+    )
+    if not message.run_id:
+        return []
+    return _finish_run(deps, connection, message)
+
+
+def _finish_run(deps: Deps, connection: SyncConnection, message: SubmitUpdates) -> list[Message]:
+    with deps.engine.begin() as conn:
+        state = runs.lock(conn, message.list_id)
+        if not state.current(message.run_id, SUBMIT):
+            return []
+        return after_stage(conn, state, SUBMIT, connection.data_sync, deps.clock())
+
+
+def process(deps: Deps, message: ProcessBatch) -> list[Message]:
+    """Apply a finished batch's results; submit what they left to send."""
+    with deps.engine.connect() as conn:
+        row = batches.find_batch(conn, message.mailchimp_batch_id)
+    if row is None:
+        return []  # another integration's batch: the account's webhook sees them all
+    client = deps.client_for(row.list_id)
+    handlers.process_batch(deps.engine, client, message.mailchimp_batch_id)
+    return _submit_leftovers(deps, [row.list_id])
+
+
+def check(deps: Deps, message: CheckBatches) -> list[Message]:
+    """Poll unfinished batches whose webhook never came; submit what their results left."""
+    with deps.engine.connect() as conn:
+        lists = sorted(batches.lists_with_open_batches(conn))
+    if not lists:
+        return []
+    handlers.check_batches(deps.engine, deps.client_for, deps.clock())
+    return _submit_leftovers(deps, lists)
+
+
+def _submit_leftovers(deps: Deps, list_ids: list[str]) -> list[Message]:
+    with deps.engine.connect() as conn:
+        waiting = [list_id for list_id in list_ids if batches.count_unsubmitted(conn, list_id)]
+        active = {list_id for list_id in waiting if _submitting(conn, list_id)}
+    return [
+        SubmitUpdates(list_id=list_id, run_id="") for list_id in waiting if list_id not in active
+    ]
+
+
+def _submitting(conn: sa.Connection, list_id: str) -> bool:
+    state = runs.read(conn, list_id)
+    return state is not None and state.active and state.stage is SUBMIT

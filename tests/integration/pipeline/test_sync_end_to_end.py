@@ -1,0 +1,74 @@
+"""A full sync of a mixed audience, across the services, then a second one that does nothing."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from conftest import require_server
+from pipeline_support import World, mismatches, mixed_world
+
+from common.settings import Settings
+from mcsync import workers
+from mcsync.sync import SyncRequest, fetch_and_reconcile
+
+pytestmark = pytest.mark.integration
+
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/"
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def world(clean_tables: sa.Engine) -> Iterator[World]:
+    with mixed_world(clean_tables) as seeded:
+        yield seeded
+
+
+def _sync(settings: Settings) -> str:
+    out = io.StringIO()
+    fetch_and_reconcile(settings, SyncRequest(max_time=0), wait=True, out=out, poll=0.2)
+    return out.getvalue()
+
+
+def test_embedded_sync_brings_both_sides_into_agreement_then_has_nothing_to_do(
+    world: World, database_url: str
+) -> None:
+    settings = Settings(database_url=database_url, mailchimp_api_url=world.simulator.api_url)
+
+    first = _sync(settings)
+
+    assert "Both sides agree." in first
+    assert mismatches(world, sa.create_engine(database_url)) == []
+    posted = world.request_counts().get("POST /batches", 0)
+    assert posted >= 1
+
+    second = _sync(settings)
+
+    assert "0 contacts created, 0 added to and 0 removed from groups" in second
+    assert "Mailchimp: 0 changes made" in second
+    assert world.request_counts().get("POST /batches", 0) == posted
+
+
+def test_sync_on_rabbitmq_and_redis_with_separate_workers(world: World, database_url: str) -> None:
+    require_server("127.0.0.1", 5672, "RabbitMQ")
+    require_server("127.0.0.1", 6379, "Redis")
+    settings = Settings(
+        database_url=database_url,
+        broker_url=RABBITMQ,
+        redis_url=REDIS,
+        mailchimp_api_url=world.simulator.api_url,
+    )
+    running = workers.build(settings, workers.SERVICES, threads=4, poll_seconds=1.0)
+    running.runtime.broker.flush_all()
+    running.start()
+    try:
+        first = _sync(settings)
+        assert "Both sides agree." in first
+        assert mismatches(world, running.runtime.engine) == []
+
+        second = _sync(settings)
+        assert "Mailchimp: 0 changes made" in second
+    finally:
+        running.stop()
