@@ -1,0 +1,256 @@
+"""Benchmark: a full initial sync, then an incremental one, on Postgres + RabbitMQ + Redis.
+
+Run with ``make bench`` (or ``pytest -m slow -s tests/benchmarks/test_sync_benchmark.py``).
+Sizes come from MCSYNC_BENCH_SIZES (default ``100000``; e.g. ``100000,1000000``). Each size
+gets its own database, a simulator process, and one worker process per service; it prints
+the time per stage, rows/s, Mailchimp requests by kind, peak RSS per process, and a floor
+measured in the same run: paging every member out of the simulator and COPYing it into
+Postgres, which no sync can beat.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import requests
+import sqlalchemy as sa
+from conftest import require_server
+
+from common.db import crm, migrate, runs
+from common.db.engine import create_engine
+from common.settings import Settings
+from common.vocabulary import GroupStatus
+from mcsync.demo import SUBSCRIPTION_GROUP, seed_both_sides
+from mcsync.demo_data import plan_demo
+from mcsync.sync import SyncRequest, fetch_and_reconcile
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/"
+REDIS = "redis://127.0.0.1:6379/0"
+SIZES = [int(s) for s in os.environ.get("MCSYNC_BENCH_SIZES", "100000").split(",")]
+FIELDS = "members.id,members.email_address,members.status,members.last_changed,total_items"
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@contextmanager
+def _database(name: str) -> Iterator[str]:
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    migrate.upgrade(url)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+@contextmanager
+def _process(*args: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        args, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        if process.stdout:
+            process.stdout.close()
+
+
+@contextmanager
+def _simulator(port: int) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    with _process(sys.executable, "-m", "sim.mailchimp", "--port", str(port)) as sim:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                requests.get(base + "/_sim/health", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        yield sim, base + "/3.0"
+
+
+def _floor(engine: sa.Engine, api_url: str, api_key: str, list_id: str) -> float:
+    """Page every member out and COPY it into Postgres: the least a sync must do."""
+    started = time.perf_counter()
+    session = requests.Session()
+    session.auth = ("bench", api_key)
+    with engine.connect() as conn:
+        conn.execute(sa.text("CREATE TEMP TABLE floor (id text, email text, status text, lc text)"))
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        offset, total = 0, 1
+        with raw.cursor() as cursor:
+            while offset < total:
+                page = session.get(
+                    f"{api_url}/lists/{list_id}/members",
+                    params={"count": 1000, "offset": offset, "fields": FIELDS},
+                    timeout=60,
+                ).json()
+                total = page["total_items"]
+                with cursor.copy("COPY floor FROM STDIN") as copy:
+                    for m in page["members"]:
+                        copy.write_row(
+                            (m["id"], m["email_address"], m["status"], m["last_changed"])
+                        )
+                offset += 1000
+        conn.commit()
+    return time.perf_counter() - started
+
+
+def _stage_times(engine: sa.Engine, list_id: str, since: datetime) -> list[tuple[str, float]]:
+    with engine.connect() as conn:
+        lines = [
+            e for e in runs.read_log(conn, list_id) if datetime.fromisoformat(e["at"]) >= since
+        ]
+    times, previous = [], since
+    for entry in lines:
+        at = datetime.fromisoformat(entry["at"])
+        times.append((entry["message"][:60], (at - previous).total_seconds()))
+        previous = at
+    return times
+
+
+@dataclass
+class Figures:
+    size: int
+    floor: float
+    initial: float
+    incremental: float
+    stages: list[tuple[str, float]]
+    requests: dict[str, int]
+    rss: dict[str, float]
+
+
+def _change_one_percent(engine: sa.Engine, sim_base: str, list_id: str, size: int) -> None:
+    rng = random.Random(size)
+    members = requests.get(f"{sim_base}/_sim/lists/{list_id}/members", timeout=300).json()
+    subscribed = [m["email_address"] for m in members["members"] if m["status"] == "subscribed"]
+    for email in rng.sample(subscribed, size // 200):
+        requests.post(
+            f"{sim_base}/_sim/lists/{list_id}/members/{email}/actions/unsubscribe",
+            json={"source": "user"},
+            timeout=30,
+        )
+    with engine.begin() as conn:
+        group = conn.execute(
+            sa.text("SELECT id FROM civicrm_group WHERE name = :n"), {"n": SUBSCRIPTION_GROUP[0]}
+        ).scalar_one()
+        added = (
+            conn.execute(
+                sa.text(
+                    "SELECT contact_id FROM civicrm_group_contact "
+                    "WHERE group_id = :g AND status = 'Added'"
+                ),
+                {"g": group},
+            )
+            .scalars()
+            .all()
+        )
+        now = datetime.now(UTC)
+        changes = [
+            crm.MembershipChange(c, group, GroupStatus.REMOVED, now, method="Admin")
+            for c in rng.sample(list(added), size // 200)
+        ]
+        crm.set_memberships(conn, changes)
+
+
+def _bench(size: int, port: int) -> Figures:
+    with _database(f"mcsync_bench_{size}") as url, _simulator(port) as (sim, api_url):
+        engine = create_engine(url)
+        plan = plan_demo(size, seed=11)
+        audience = seed_both_sides(engine, api_url, plan)
+        with engine.connect() as conn:
+            conn.execute(sa.text("ANALYZE"))
+            conn.commit()
+        floor = _floor(engine, api_url, audience.api_key, audience.list_id)
+        settings = Settings(
+            database_url=url, broker_url=RABBITMQ, redis_url=REDIS, mailchimp_api_url=api_url
+        )
+        env = {
+            "MCSYNC_DATABASE_URL": url,
+            "MCSYNC_BROKER_URL": RABBITMQ,
+            "MCSYNC_REDIS_URL": REDIS,
+            "MCSYNC_MAILCHIMP_API_URL": api_url,
+            "MCSYNC_LOG_LEVEL": "WARNING",
+        }
+        mcsync = str(ROOT / ".venv" / "bin" / "mcsync")
+        with (
+            _process(mcsync, "worker", "fetcher", "--threads", "8", env=env) as fetcher,
+            _process(mcsync, "worker", "reconciler", "--threads", "4", env=env) as reconciler,
+            _process(mcsync, "worker", "submitter", "--threads", "4", env=env) as submitter,
+        ):
+            requests.delete(api_url.removesuffix("/3.0") + "/_sim/requests", timeout=10)
+            started, clock = datetime.now(UTC), time.perf_counter()
+            fetch_and_reconcile(settings, SyncRequest(max_time=0), True, io.StringIO(), 0.2)
+            initial = time.perf_counter() - clock
+            stages = _stage_times(engine, audience.list_id, started)
+            counts = requests.get(api_url.removesuffix("/3.0") + "/_sim/requests", timeout=10)
+            _change_one_percent(engine, api_url.removesuffix("/3.0"), audience.list_id, size)
+            clock = time.perf_counter()
+            fetch_and_reconcile(settings, SyncRequest(max_time=0), True, io.StringIO(), 0.2)
+            incremental = time.perf_counter() - clock
+            rss = {
+                "fetcher": _peak_rss_mb(fetcher.pid),
+                "reconciler": _peak_rss_mb(reconciler.pid),
+                "submitter": _peak_rss_mb(submitter.pid),
+                "simulator": _peak_rss_mb(sim.pid),
+            }
+        engine.dispose()
+        return Figures(size, floor, initial, incremental, stages, counts.json()["counts"], rss)
+
+
+def _report(figures: Figures) -> None:
+    print(f"\n=== full sync of {figures.size:,} members / CRM contacts ===")
+    print(f"floor (page out + COPY into Postgres): {figures.floor:7.1f} s")
+    print(
+        f"initial sync:                          {figures.initial:7.1f} s "
+        f"({figures.size / figures.initial:,.0f} rows/s)"
+    )
+    print(f"incremental sync after 1% changes:     {figures.incremental:7.1f} s")
+    print("time per stage (from the audience's status log):")
+    for message, seconds in figures.stages:
+        print(f"  {seconds:7.1f} s  {message}")
+    print("Mailchimp requests by kind:")
+    for kind, count in sorted(figures.requests.items()):
+        print(f"  {count:7d}  {kind}")
+    print("peak RSS per process (MB):")
+    for name, mb in figures.rss.items():
+        print(f"  {mb:7.0f}  {name}")
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_full_then_incremental_sync_benchmark(size: int) -> None:
+    for port in (5432, 5672, 6379):
+        require_server("127.0.0.1", port)
+    figures = _bench(size, 18000 + size % 1000)
+    _report(figures)
+    assert figures.initial > 0
