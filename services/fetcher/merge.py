@@ -13,16 +13,34 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from common.member_data import (
+    CHANGED_AT_SUFFIX,
+    FIRST_NAME,
+    INTEREST_PREFIX,
+    LAST_NAME,
+    STATUS,
+    field_changed_at,
+    interest_changed_at,
+    interest_key,
+    parse_time,
+    status_changed_at,
+    to_utc,
+)
 from common.vocabulary import MailchimpStatus
 
-STATUS = "status"
-FIRST_NAME = "first_name"
-LAST_NAME = "last_name"
-INTEREST_PREFIX = "interest-"
-CHANGED_AT_SUFFIX = "@"
+__all__ = [
+    "INTEREST_PREFIX",
+    "FetchedMember",
+    "changed",
+    "field_changed_at",
+    "interest_changed_at",
+    "merge_mailchimp_data",
+    "parse_time",
+    "status_changed_at",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,16 +70,6 @@ class FetchedMember:
         )
 
 
-def parse_time(text: str) -> datetime:
-    """An ISO 8601 time (``+00:00`` or ``Z``) as an aware UTC datetime; naive means UTC."""
-    return _utc(datetime.fromisoformat(text))
-
-
-def interest_key(interest_id: str) -> str:
-    """The ``mailchimp_data`` key of one interest's flag."""
-    return f"{INTEREST_PREFIX}{interest_id}"
-
-
 def _fields(member: FetchedMember) -> Iterator[tuple[str, Any]]:
     yield STATUS, member.status.value
     yield FIRST_NAME, member.first_name
@@ -80,7 +88,7 @@ def merge_mailchimp_data(
     ``previous`` is not modified; the result is a shallow copy.
     """
     merged = dict(previous) if previous else {}
-    changed_at = _utc(member.last_changed).isoformat()
+    changed_at = to_utc(member.last_changed).isoformat()
     for key, value in _fields(member):
         stamp = key + CHANGED_AT_SUFFIX
         if key not in merged or merged[key] != value or stamp not in merged:
@@ -92,28 +100,3 @@ def merge_mailchimp_data(
 def changed(previous: Mapping[str, Any] | None, merged: Mapping[str, Any]) -> bool:
     """Whether a merge changed the stored data (a brand-new row always counts as changed)."""
     return previous is None or dict(previous) != dict(merged)
-
-
-def field_changed_at(data: Mapping[str, Any], key: str) -> datetime | None:
-    """When ``key`` took its current value; ``None`` when unknown or unreadable."""
-    stamp = data.get(key + CHANGED_AT_SUFFIX)
-    if not isinstance(stamp, str):
-        return None
-    try:
-        return parse_time(stamp)
-    except ValueError:
-        return None
-
-
-def status_changed_at(data: Mapping[str, Any]) -> datetime | None:
-    """``status@``: when Mailchimp's status took its current value."""
-    return field_changed_at(data, STATUS)
-
-
-def interest_changed_at(data: Mapping[str, Any], interest_id: str) -> datetime | None:
-    """``interest-<id>@``: when that interest's flag took its current value."""
-    return field_changed_at(data, interest_key(interest_id))
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

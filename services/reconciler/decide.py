@@ -11,16 +11,18 @@ group or Mailchimp's change time is later than the CRM's newest history date; a
 trustOverride, when set, wins both ways. A row not at Mailchimp is always "CRM more recent":
 nobody leaves a CRM group because Mailchimp has never heard of them.
 
-Pure: standard library and ``common.vocabulary`` only.
+Pure: standard library, ``common.vocabulary`` and ``common.member_data`` only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from common import member_data
+from common.member_data import to_utc
 from common.vocabulary import (
     SUBSCRIBING,
     GroupStatus,
@@ -41,9 +43,6 @@ OTHER_EMAIL_SUBSCRIBED = (
 NO_USABLE_EMAIL = "in the group in the CRM, but the contact has no usable email to subscribe"
 EMAIL_ON_HOLD = "in the group in the CRM, but the email is on hold: cannot resubscribe it"
 CLEANED_ADDRESS = "in the group in the CRM, but cleaned at Mailchimp: cannot be resubscribed"
-
-INTEREST_PREFIX = "interest-"
-CHANGED_AT_SUFFIX = "@"
 
 
 # --- The connection's rules -------------------------------------------------------------
@@ -98,17 +97,13 @@ class MailchimpFacts:
     ) -> MailchimpFacts:
         """From the cache columns ``mailchimp_status``, ``_updated``, ``_email``, ``_data``."""
         data = data or {}
-        interests = {
-            key.removeprefix(INTEREST_PREFIX): bool(value)
-            for key, value in data.items()
-            if key.startswith(INTEREST_PREFIX) and not key.endswith(CHANGED_AT_SUFFIX)
-        }
-        times = {i: t for i in interests if (t := _stamp(data, INTEREST_PREFIX + i))}
+        flags = member_data.interests(data)
+        times = {i: t for i in flags if (t := member_data.interest_changed_at(data, i))}
         return cls(
             status=MailchimpStatus(status) if status else None,
-            status_at=_stamp(data, "status") or updated,
+            status_at=member_data.status_changed_at(data) or updated,
             email=email or None,
-            interests=interests,
+            interests=flags,
             interests_at=times,
         )
 
@@ -345,7 +340,7 @@ def mailchimp_more_recent(
         return False
     if crm_at is None:
         return True
-    return mailchimp_at is not None and _utc(mailchimp_at) > _utc(crm_at)
+    return mailchimp_at is not None and to_utc(mailchimp_at) > to_utc(crm_at)
 
 
 def status_after(facts: RowFacts, outcome: SubscriptionOutcome) -> MailchimpStatus | None:
@@ -444,21 +439,3 @@ def _layer(base: dict[str, Any], top: Mapping[str, Any]) -> None:
 
 def _without_status(data: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in data.items() if key != "status"}
-
-
-# --- mailchimp_data times ---------------------------------------------------------------
-
-
-def _stamp(data: Mapping[str, Any], key: str) -> datetime | None:
-    # The fetcher's ``<field>@`` format (ISO 8601); services do not import each other.
-    stamp = data.get(key + CHANGED_AT_SUFFIX)
-    if not isinstance(stamp, str):
-        return None
-    try:
-        return _utc(datetime.fromisoformat(stamp))
-    except ValueError:
-        return None
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
