@@ -74,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("services", nargs="+", choices=["fetcher", "reconciler", "submitter"])
     worker.add_argument("--threads", type=_positive_int, default=8, help="worker threads")
     worker.set_defaults(run=_worker)
+
+    serve = commands.add_parser(
+        "serve", help="the webhooks service (with every worker in-process when embedded)"
+    )
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(run=_serve)
     return parser
 
 
@@ -142,6 +149,24 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 2
     workers.serve_forever(workers.build(settings, args.services, threads=args.threads))
+    return 0
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from mcsync import workers
+    from services.webhooks import server
+    from services.webhooks.app import Deps
+
+    if not settings.embedded_broker:
+        server.run(settings, args.host, args.port)
+        return 0
+    running = workers.build(settings, workers.SERVICES)
+    running.start()
+    try:
+        deps = Deps(engine=running.runtime.engine, send=running.runtime.send)
+        server.serve(deps, settings, args.host, args.port)
+    finally:
+        running.stop()
     return 0
 
 

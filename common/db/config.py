@@ -169,3 +169,8 @@ def connection_for(conn: sa.Connection, list_id: str) -> SyncConnection | None:
     """The sync connection of an audience, if it has one."""
     found = load_connections(conn, list_id=list_id)
     return found[0] if found else None
+
+
+def webhook_secrets(conn: sa.Connection) -> list[str]:
+    """Every stored webhook secret (a few per account), for a constant-time comparison."""
+    return list(conn.execute(sa.select(webhook_secret.c.secret)).scalars())
