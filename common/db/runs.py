@@ -108,6 +108,34 @@ def lock(conn: sa.Connection, list_id: str) -> RunState:
     return _state(row)
 
 
+def share(conn: sa.Connection, list_id: str, run_id: str, stage: Stage) -> bool:
+    """Hold the status row shared while a unit of ``stage`` works; False if no longer current.
+
+    Units of one stage (pages, chunks) run side by side under a shared lock; moving the run
+    on takes the row exclusively (``lock``), so it waits for every unit in flight.
+    """
+    row = conn.execute(
+        sa.select(status.c.run_id, status.c.stage, status.c.parked_reason)
+        .where(status.c.list_id == list_id)
+        .with_for_update(read=True)
+    ).one_or_none()
+    return (
+        row is not None
+        and row.run_id == run_id
+        and row.stage == stage.value
+        and row.parked_reason is None
+    )
+
+
+def park_if_current(
+    conn: sa.Connection, list_id: str, run_id: str, stage: Stage, now: datetime
+) -> None:
+    """Park a run that has spent its ``max_time`` at ``stage`` (if it is still there)."""
+    state = lock(conn, list_id)
+    if state.current(run_id, stage):
+        park(conn, state, stage, f"max_time of {state.params.max_time} s reached", now)
+
+
 def read(conn: sa.Connection, list_id: str) -> RunState | None:
     row = conn.execute(sa.select(status).where(status.c.list_id == list_id)).one_or_none()
     return None if row is None else _state(row)

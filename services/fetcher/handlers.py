@@ -144,13 +144,15 @@ def fetch_page(deps: Deps, message: FetchPage) -> list[Message]:
     if state is None or connection is None or not state.current(message.run_id, FETCH):
         return []
     if out_of_time(state.limits(connection.data_sync), deps.clock()):
-        return _park_fetch(deps, message)
+        with deps.engine.begin() as conn:
+            runs.park_if_current(conn, message.list_id, message.run_id, FETCH, deps.clock())
+        return []
     page = deps.mailchimp(connection.api_key).get(
         f"/lists/{message.list_id}/members", _page_query(state.fetch_since, message.offset)
     )
     members = [FetchedMember.from_api(member) for member in page["members"]]
     with deps.engine.begin() as conn:
-        if not _still_fetching(conn, message):
+        if not runs.share(conn, message.list_id, message.run_id, FETCH):
             return []
         _merge(conn, message.list_id, members)
         runs.mark_fetched(
@@ -178,23 +180,6 @@ def _merge(conn: sa.Connection, list_id: str, members: list[FetchedMember]) -> N
     cache.upsert_fetched(conn, list_id, rows)
 
 
-def _still_fetching(conn: sa.Connection, message: FetchPage) -> bool:
-    # FOR SHARE: pages merge side by side; moving the run on waits for them all.
-    current = conn.execute(
-        sa.text(
-            "SELECT run_id, stage, parked_reason FROM civicrm_mailchimpsync_status "
-            "WHERE list_id = :list_id FOR SHARE"
-        ),
-        {"list_id": message.list_id},
-    ).one_or_none()
-    return (
-        current is not None
-        and current.run_id == message.run_id
-        and current.stage == FETCH.value
-        and current.parked_reason is None
-    )
-
-
 def _finish_fetch_if_done(
     deps: Deps, connection: SyncConnection, message: FetchPage
 ) -> list[Message]:
@@ -217,15 +202,6 @@ def _fetched_all(
     # fresh statistics, or their joins go nested-loop.
     conn.execute(sa.text("ANALYZE civicrm_mailchimpsync_cache"))
     return after_stage(conn, state, FETCH, connection.data_sync, now)
-
-
-def _park_fetch(deps: Deps, message: FetchPage) -> list[Message]:
-    with deps.engine.begin() as conn:
-        state = runs.lock(conn, message.list_id)
-        if state.current(message.run_id, FETCH):
-            reason = f"max_time of {state.params.max_time} s reached"
-            runs.park(conn, state, FETCH, reason, deps.clock())
-    return []
 
 
 def _page_messages(state: RunState, offsets: list[int]) -> list[Message]:

@@ -101,32 +101,17 @@ def reconcile_chunk(deps: Deps, message: ReconcileChunk) -> list[Message]:
     if state is None or connection is None or not state.current(message.run_id, QUEUE):
         return []
     if out_of_time(state.limits(connection.data_sync), deps.clock()):
-        return _park(deps, message)
+        with deps.engine.begin() as conn:
+            runs.park_if_current(conn, message.list_id, message.run_id, QUEUE, deps.clock())
+        return []
     with deps.engine.begin() as conn:
-        if not _still_reconciling(conn, message):
+        if not runs.share(conn, message.list_id, message.run_id, QUEUE):
             return []
         chunk.reconcile_chunk(conn, connection, message.first_id, message.last_id, deps.clock())
     # Not inside the chunk's transaction: that one shares the status row with other chunks.
     with deps.engine.begin() as conn:
         runs.heartbeat(conn, message.list_id, message.run_id, deps.clock())
     return _finish_queue_if_done(deps, connection, message)
-
-
-def _still_reconciling(conn: sa.Connection, message: ReconcileChunk) -> bool:
-    # FOR SHARE: chunks run side by side; moving the run on waits for them all.
-    current = conn.execute(
-        sa.text(
-            "SELECT run_id, stage, parked_reason FROM civicrm_mailchimpsync_status "
-            "WHERE list_id = :list_id FOR SHARE"
-        ),
-        {"list_id": message.list_id},
-    ).one_or_none()
-    return (
-        current is not None
-        and current.run_id == message.run_id
-        and current.stage == QUEUE.value
-        and current.parked_reason is None
-    )
 
 
 def _finish_queue_if_done(
@@ -139,12 +124,3 @@ def _finish_queue_if_done(
         if not state.current(message.run_id, QUEUE) or chunk.todo_remaining(conn, state.list_id):
             return []
         return after_stage(conn, state, QUEUE, connection.data_sync, deps.clock())
-
-
-def _park(deps: Deps, message: ReconcileChunk) -> list[Message]:
-    with deps.engine.begin() as conn:
-        state = runs.lock(conn, message.list_id)
-        if state.current(message.run_id, QUEUE):
-            reason = f"max_time of {state.params.max_time} s reached"
-            runs.park(conn, state, QUEUE, reason, deps.clock())
-    return []
