@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TextIO
 
@@ -102,6 +102,7 @@ def _run_embedded(
 class _Before:
     started_at: datetime
     marks: dict[str, tuple[str | None, datetime | None, str | None]]
+    todo_peak: dict[str, int] = field(default_factory=dict)
 
 
 def _mark(conn: sa.Connection, list_id: str) -> tuple[str | None, datetime | None, str | None]:
@@ -152,13 +153,27 @@ def _look(conn: sa.Connection, list_id: str, before: _Before) -> tuple[str, bool
     if now is None:
         return "waiting for the run to start", False
     moved = _mark(conn, list_id) != before.marks[list_id]
-    line = (
-        f"{now.stage:<38} pages {now.pages_fetched}/{now.pages_total}  todo {now.todo}  "
-        f"to submit {now.unsubmitted}  batches open {now.batches_open}"
-    )
+    peak = before.todo_peak[list_id] = max(before.todo_peak.get(list_id, 0), now.todo)
+    line = f"{now.stage:<38} " + _stage_bar(now, peak)
     if now.parked_reason:
         line += f"  (parked: {now.parked_reason})"
     return line, moved and (now.parked_reason is not None or now.settled)
+
+
+def _stage_bar(now: stats.Progress, todo_peak: int) -> str:
+    """A bar for the work of the stage at hand."""
+    if now.stage == "readyToFetch" and now.active:
+        return _bar(now.pages_fetched, now.pages_total, "pages")
+    if now.stage == "readyToReconcileQueue":
+        return _bar(todo_peak - now.todo, todo_peak, "rows decided")
+    if now.unsubmitted or now.batches_open:
+        return f"{now.unsubmitted} updates to submit, {now.batches_open} batches at Mailchimp"
+    return f"{now.todo} rows todo"
+
+
+def _bar(done: int, total: int, what: str, width: int = 24) -> str:
+    filled = width * done // total if total else width
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {what}"
 
 
 def _summary(
