@@ -1,0 +1,81 @@
+"""A message that keeps failing is dead-lettered, and its audience's status log says so."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import dramatiq
+import pytest
+import sqlalchemy as sa
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Retries
+
+from common.actors import DeadLetterLog, declare
+from common.db import runs
+from common.limits import LocalConnectionLimiter
+from common.messages import FetchPage, Message
+from common.runtime import Runtime
+from common.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def runtime(clean_tables: sa.Engine) -> Iterator[Runtime]:
+    broker = StubBroker()
+    broker.emit_after("process_boot")
+    runtime = Runtime(Settings(), clean_tables, broker, LocalConnectionLimiter())
+    broker.add_middleware(DeadLetterLog(runtime), before=Retries)
+    yield runtime
+    broker.close()
+
+
+def _always_failing(message: FetchPage) -> list[Message]:
+    raise ConnectionError(f"Mailchimp unreachable for page {message.offset}")
+
+
+def test_a_message_that_keeps_failing_is_dead_lettered_and_logged(runtime: Runtime) -> None:
+    declare(runtime, FetchPage, _always_failing, max_retries=1, min_backoff_ms=1, max_backoff_ms=2)
+    worker = dramatiq.Worker(runtime.broker, worker_timeout=50)
+    worker.start()
+    try:
+        runtime.send(FetchPage(list_id="a1b2c3d4e5", run_id="run-1", offset=3000))
+        runtime.broker.join(FetchPage.queue, fail_fast=False)
+        worker.join()
+    finally:
+        worker.stop()
+
+    assert len(runtime.broker.dead_letters) == 1
+    with runtime.engine.connect() as conn:
+        (line,) = [entry["message"] for entry in runs.read_log(conn, "a1b2c3d4e5")]
+    assert line.startswith("fetch_page gave up after 2 tries")
+    assert "Mailchimp unreachable for page 3000" in line
+
+
+def test_a_malformed_message_is_not_retried(runtime: Runtime) -> None:
+    handled: list[FetchPage] = []
+
+    def record(message: FetchPage) -> list[Message]:
+        handled.append(message)
+        return []
+
+    declare(runtime, FetchPage, record, max_retries=5)
+    worker = dramatiq.Worker(runtime.broker, worker_timeout=50)
+    worker.start()
+    try:
+        runtime.broker.enqueue(
+            dramatiq.Message(
+                queue_name=FetchPage.queue,
+                actor_name=FetchPage.actor,
+                args=(),
+                kwargs={"list_id": "a1b2c3d4e5", "offset": "not a number"},
+                options={},
+            )
+        )
+        runtime.broker.join(FetchPage.queue, fail_fast=False)
+        worker.join()
+    finally:
+        worker.stop()
+
+    assert handled == []
+    assert len(runtime.broker.dead_letters) == 1
