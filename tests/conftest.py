@@ -9,12 +9,12 @@ Database fixtures, from cheapest to dearest:
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from server_checks import in_ci, port_open, require_server
 
 from common.db import migrate
 from common.db.engine import create_engine
@@ -24,28 +24,6 @@ from common.embedded import embedded_postgres_url
 LOCAL_TEST_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 EMBEDDED_TEST_DIR = Path(__file__).resolve().parent.parent / ".mcsync" / "test"
 TEST_RUN_LOCK = 0x6D6373796E63  # advisory lock key: one test run at a time per database
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI") == "true"
-
-
-def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def require_server(host: str, port: int, what: str = "server") -> None:
-    """Skip the test when nothing listens on ``host:port``; fail instead under ``CI=true``."""
-    if port_open(host, port):
-        return
-    message = f"no {what} listening on {host}:{port}"
-    if in_ci():
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

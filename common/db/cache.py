@@ -228,7 +228,11 @@ def store_plugin_data(conn: sa.Connection, data: Mapping[int, Mapping[str, Any] 
 
 
 def delete_crm_only_duplicates(conn: sa.Connection, list_id: str) -> int:
-    """Delete CRM-only rows (no member id) of contacts that have a Mailchimp row here."""
+    """Delete CRM-only rows (no member id) of contacts that have a Mailchimp row here.
+
+    Their updates, sent or not, move to that Mailchimp row first, so none is lost.
+    """
+    conn.execute(_MOVE_DUPLICATES_UPDATES, {"list_id": list_id})
     return conn.execute(_DELETE_CRM_ONLY_DUPLICATES, {"list_id": list_id}).rowcount
 
 
@@ -394,14 +398,28 @@ _STORE_PLUGIN_DATA = sa.text("""
     WHERE c.id = r.id
       AND NULLIF(c.civicrm_data, 'null'::jsonb) IS DISTINCT FROM NULLIF(r.data, 'null'::jsonb)
 """)
-_DELETE_CRM_ONLY_DUPLICATES = sa.text("""
-    DELETE FROM civicrm_mailchimpsync_cache c
+_CRM_ONLY_DUPLICATES = """
+    SELECT c.id, min(o.id) AS survivor
+    FROM civicrm_mailchimpsync_cache c
+    JOIN civicrm_mailchimpsync_cache o
+      ON o.mailchimp_list_id = c.mailchimp_list_id
+     AND o.civicrm_contact_id = c.civicrm_contact_id
+     AND o.mailchimp_member_id IS NOT NULL
     WHERE c.mailchimp_list_id = :list_id AND c.mailchimp_member_id IS NULL
       AND c.civicrm_contact_id IS NOT NULL
-      AND EXISTS (SELECT 1 FROM civicrm_mailchimpsync_cache o
-                  WHERE o.mailchimp_list_id = c.mailchimp_list_id
-                    AND o.civicrm_contact_id = c.civicrm_contact_id
-                    AND o.mailchimp_member_id IS NOT NULL)
+    GROUP BY c.id
+"""
+# A CRM-only row can have updates already in a batch (the member it creates is what the
+# new row is): they move to the surviving row, or deleting the row would cascade to them.
+_MOVE_DUPLICATES_UPDATES = sa.text(f"""
+    UPDATE civicrm_mailchimpsync_update u SET mailchimpsync_cache_id = d.survivor
+    FROM ({_CRM_ONLY_DUPLICATES}) AS d
+    WHERE u.mailchimpsync_cache_id = d.id
+""")
+_DELETE_CRM_ONLY_DUPLICATES = sa.text(f"""
+    DELETE FROM civicrm_mailchimpsync_cache c
+    USING ({_CRM_ONLY_DUPLICATES}) AS d
+    WHERE c.id = d.id
 """)
 _ADD_CRM_ONLY = sa.text("""
     INSERT INTO civicrm_mailchimpsync_cache (mailchimp_list_id, civicrm_contact_id, sync_status)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import requests
 import sqlalchemy as sa
-from conftest import require_server
+from server_checks import require_server
 
 from common.db import crm, migrate, runs
 from common.db.engine import create_engine

@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 import redis
-from conftest import require_server
+from server_checks import require_server
 
 from common.limits import RedisConnectionLimiter
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from conftest import require_server
 from pipeline_support import World, mismatches, mixed_world
+from server_checks import require_server
 
 from common.settings import Settings
 from mcsync import workers
@@ -33,14 +33,14 @@ def _sync(settings: Settings) -> str:
 
 
 def test_embedded_sync_brings_both_sides_into_agreement_then_has_nothing_to_do(
-    world: World, database_url: str
+    world: World, database_url: str, clean_tables: sa.Engine
 ) -> None:
     settings = Settings(database_url=database_url, mailchimp_api_url=world.simulator.api_url)
 
     first = _sync(settings)
 
     assert "Both sides agree." in first
-    assert mismatches(world, sa.create_engine(database_url)) == []
+    assert mismatches(world, clean_tables) == []
     posted = world.request_counts().get("POST /batches", 0)
     assert posted >= 1
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from conftest import LIST_ID, T0, World
+from reconciler_support import LIST_ID, T0, World
 
 from services.reconciler import chunk, stages
 from services.reconciler.example_plugins import ContactNamesPlugin

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from conftest import LIST_ID, T0, World
+from reconciler_support import LIST_ID, T0, World
 
 from common.db import cache
 from common.db.cache import FetchedRow

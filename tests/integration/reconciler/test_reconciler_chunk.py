@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import LIST_ID, T0, World
+from reconciler_support import LIST_ID, T0, World
 
 from common.db import updates as updates_sql
 from common.vocabulary import GroupStatus

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from conftest import LIST_ID, T0, World
+from reconciler_support import LIST_ID, T0, World
 
 from common.vocabulary import GroupStatus
 from services.reconciler import stages
