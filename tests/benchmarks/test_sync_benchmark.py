@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import requests
 import sqlalchemy as sa
+from rabbit_vhosts import isolated_rabbitmq
 from server_checks import require_server
 
 from common.db import crm, migrate, runs
@@ -39,7 +40,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/"
 REDIS = "redis://127.0.0.1:6379/0"
 SIZES = [int(s) for s in os.environ.get("MCSYNC_BENCH_SIZES", "100000").split(",")]
 FIELDS = "members.id,members.email_address,members.status,members.last_changed,total_items"
@@ -192,12 +192,13 @@ def _bench(size: int, port: int) -> Figures:
             conn.execute(sa.text("ANALYZE"))
             conn.commit()
         floor = _floor(engine, api_url, audience.api_key, audience.list_id)
+        rabbitmq = isolated_rabbitmq("mcsync_bench")
         settings = Settings(
-            database_url=url, broker_url=RABBITMQ, redis_url=REDIS, mailchimp_api_url=api_url
+            database_url=url, broker_url=rabbitmq, redis_url=REDIS, mailchimp_api_url=api_url
         )
         env = {
             "MCSYNC_DATABASE_URL": url,
-            "MCSYNC_BROKER_URL": RABBITMQ,
+            "MCSYNC_BROKER_URL": rabbitmq,
             "MCSYNC_REDIS_URL": REDIS,
             "MCSYNC_MAILCHIMP_API_URL": api_url,
             "MCSYNC_LOG_LEVEL": "WARNING",

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 from pipeline_support import World, mismatches, mixed_world
+from rabbit_vhosts import isolated_rabbitmq
 from server_checks import require_server
 
 from common.settings import Settings
@@ -16,7 +17,6 @@ from mcsync.sync import SyncRequest, fetch_and_reconcile
 
 pytestmark = pytest.mark.integration
 
-RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/"
 REDIS = "redis://127.0.0.1:6379/0"
 
 
@@ -52,16 +52,14 @@ def test_embedded_sync_brings_both_sides_into_agreement_then_has_nothing_to_do(
 
 
 def test_sync_on_rabbitmq_and_redis_with_separate_workers(world: World, database_url: str) -> None:
-    require_server("127.0.0.1", 5672, "RabbitMQ")
     require_server("127.0.0.1", 6379, "Redis")
     settings = Settings(
         database_url=database_url,
-        broker_url=RABBITMQ,
+        broker_url=isolated_rabbitmq("mcsync_pipeline_test"),
         redis_url=REDIS,
         mailchimp_api_url=world.simulator.api_url,
     )
     running = workers.build(settings, workers.SERVICES, threads=4, poll_seconds=1.0)
-    running.runtime.broker.flush_all()
     running.start()
     try:
         first = _sync(settings)
