@@ -65,13 +65,26 @@ def select_connections(conn: sa.Connection, group_id: int | None) -> list[SyncCo
     return found
 
 
+class StillRunning(TimeoutError):
+    """``--wait`` gave up following the runs; they carry on without us."""
+
+
 def fetch_and_reconcile(
-    settings: Settings, request: SyncRequest, wait: bool, out: TextIO, poll: float = 0.5
+    settings: Settings,
+    request: SyncRequest,
+    wait: bool,
+    out: TextIO,
+    poll: float = 0.5,
+    give_up_after: float | None = None,
 ) -> list[stats.Changes]:
-    """Enqueue a run per connection; with ``wait`` (always when embedded) follow them."""
+    """Enqueue a run per connection; with ``wait`` (always when embedded) follow them.
+
+    ``give_up_after`` seconds of following raise ``StillRunning`` (None: follow to the end).
+    """
     request.validate()
+    follow = _Follow(out, poll, give_up_after)
     if settings.embedded_broker:
-        return _run_embedded(settings, request, out, poll)
+        return _run_embedded(settings, request, follow)
     engine = create_engine(database_url(settings))
     try:
         connections, before = _prepare(engine, request)
@@ -79,21 +92,19 @@ def fetch_and_reconcile(
         send(broker, *(request.message(c.list_id) for c in connections))
         broker.close()
         print(f"enqueued a sync of {len(connections)} audience(s)", file=out)
-        return _follow(engine, connections, before, out, poll) if wait else []
+        return follow(engine, connections, before) if wait else []
     finally:
         engine.dispose()
 
 
-def _run_embedded(
-    settings: Settings, request: SyncRequest, out: TextIO, poll: float
-) -> list[stats.Changes]:
+def _run_embedded(settings: Settings, request: SyncRequest, follow: _Follow) -> list[stats.Changes]:
     running = workers.build(settings, workers.SERVICES, poll_seconds=1.0)
     running.start()
     try:
         engine = running.runtime.engine
         connections, before = _prepare(engine, request)
         running.runtime.send(*(request.message(c.list_id) for c in connections))
-        return _follow(engine, connections, before, out, poll)
+        return follow(engine, connections, before)
     finally:
         running.stop()
 
@@ -125,27 +136,32 @@ def _prepare(engine: sa.Engine, request: SyncRequest) -> tuple[list[SyncConnecti
     return connections, _Before(datetime.now(UTC), marks)
 
 
-def _follow(
-    engine: sa.Engine,
-    connections: Sequence[SyncConnection],
-    before: _Before,
-    out: TextIO,
-    poll: float,
-) -> list[stats.Changes]:
-    shown: dict[str, str] = {}
-    waiting = {c.list_id for c in connections}
-    while waiting:
-        time.sleep(poll)
+@dataclass(frozen=True)
+class _Follow:
+    out: TextIO
+    poll: float
+    give_up_after: float | None
+
+    def __call__(
+        self, engine: sa.Engine, connections: Sequence[SyncConnection], before: _Before
+    ) -> list[stats.Changes]:
+        shown: dict[str, str] = {}
+        waiting = {c.list_id for c in connections}
+        deadline = None if self.give_up_after is None else time.monotonic() + self.give_up_after
+        while waiting:
+            if deadline is not None and time.monotonic() > deadline:
+                raise StillRunning(f"still running after {self.give_up_after} s: {shown}")
+            time.sleep(self.poll)
+            with engine.connect() as conn:
+                for list_id in sorted(waiting):
+                    line, done = _look(conn, list_id, before)
+                    if shown.get(list_id) != line:
+                        print(f"[{list_id}] {line}", file=self.out, flush=True)
+                        shown[list_id] = line
+                    if done:
+                        waiting.discard(list_id)
         with engine.connect() as conn:
-            for list_id in sorted(waiting):
-                line, done = _look(conn, list_id, before)
-                if shown.get(list_id) != line:
-                    print(f"[{list_id}] {line}", file=out, flush=True)
-                    shown[list_id] = line
-                if done:
-                    waiting.discard(list_id)
-    with engine.connect() as conn:
-        return [_summary(conn, c, before.started_at, out) for c in connections]
+            return [_summary(conn, c, before.started_at, self.out) for c in connections]
 
 
 def _look(conn: sa.Connection, list_id: str, before: _Before) -> tuple[str, bool]:

@@ -22,7 +22,7 @@ from services.submitter import actors as submitter
 
 log = logging.getLogger(__name__)
 
-SERVICES: dict[str, Callable[[Runtime], object]] = {
+SERVICES: dict[str, Callable[[Runtime], list[dramatiq.Actor[..., None]]]] = {
     "fetcher": fetcher.register,
     "reconciler": reconciler.register,
     "submitter": submitter.register,
@@ -67,10 +67,12 @@ def build(
     runtime = Runtime.start(settings, broker)
     broker.add_middleware(DeadLetterLog(runtime), before=Retries)
     chosen = list(services)
-    for name in chosen:
-        SERVICES[name](runtime)
+    actors = [actor for name in chosen for actor in SERVICES[name](runtime)]
     polls = poll_seconds if "submitter" in chosen else None
-    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    # Only our own queues: sending to another service's queue declares it on this broker
+    # too, and a worker would otherwise start consuming messages it has no actor for.
+    queues = {actor.queue_name for actor in actors}
+    worker = dramatiq.Worker(broker, queues=queues, worker_threads=threads, worker_timeout=100)
     return Workers(runtime, worker, polls)
 
 

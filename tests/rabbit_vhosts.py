@@ -58,3 +58,20 @@ def _purge_queues(url: str) -> None:
                 pass  # never declared in this vhost: nothing to purge
     finally:
         connection.close()
+
+
+def dead_letters(url: str) -> int:
+    """How many messages sit in the services' dead-letter (.XQ) queues."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    total = 0
+    try:
+        for name in (q for q in QUEUES if q.endswith(".XQ")):
+            channel = connection.channel()
+            try:
+                total += channel.queue_declare(name, passive=True).method.message_count
+                channel.close()
+            except pika.exceptions.ChannelClosedByBroker:
+                pass  # never declared: nothing dead-lettered there
+    finally:
+        connection.close()
+    return total

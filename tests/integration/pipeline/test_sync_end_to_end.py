@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 from pipeline_support import World, mismatches, mixed_world
-from rabbit_vhosts import isolated_rabbitmq
+from rabbit_vhosts import dead_letters, isolated_rabbitmq
 from server_checks import require_server
 
 from common.settings import Settings
@@ -28,7 +28,9 @@ def world(clean_tables: sa.Engine) -> Iterator[World]:
 
 def _sync(settings: Settings) -> str:
     out = io.StringIO()
-    fetch_and_reconcile(settings, SyncRequest(max_time=0), wait=True, out=out, poll=0.2)
+    fetch_and_reconcile(
+        settings, SyncRequest(max_time=0), wait=True, out=out, poll=0.2, give_up_after=60
+    )
     return out.getvalue()
 
 
@@ -59,14 +61,21 @@ def test_sync_on_rabbitmq_and_redis_with_separate_workers(world: World, database
         redis_url=REDIS,
         mailchimp_api_url=world.simulator.api_url,
     )
-    running = workers.build(settings, workers.SERVICES, threads=4, poll_seconds=1.0)
-    running.start()
+    # One worker per service, each consuming only its own queue, as in production.
+    running = [
+        workers.build(settings, [service], threads=2, poll_seconds=1.0)
+        for service in workers.SERVICES
+    ]
+    for worker in running:
+        worker.start()
     try:
         first = _sync(settings)
         assert "Both sides agree." in first
-        assert mismatches(world, running.runtime.engine) == []
+        assert mismatches(world, running[0].runtime.engine) == []
 
         second = _sync(settings)
         assert "Mailchimp: 0 changes made" in second
+        assert dead_letters(settings.broker_url) == 0
     finally:
-        running.stop()
+        for worker in running:
+            worker.stop()

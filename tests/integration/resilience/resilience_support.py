@@ -38,7 +38,7 @@ __all__ = [
 def sync(settings: Settings, request: SyncRequest, wait: bool = True) -> str:
     """One ``fetchandreconcile`` call; its printed output."""
     out = io.StringIO()
-    fetch_and_reconcile(settings, request, wait=wait, out=out, poll=0.2)
+    fetch_and_reconcile(settings, request, wait=wait, out=out, poll=0.2, give_up_after=180)
     return out.getvalue()
 
 
