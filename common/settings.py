@@ -30,6 +30,7 @@ class Settings:
     log_level: str = "INFO"
     mailchimp_timeout: float = 60.0
     mailchimp_max_connections: int = 10
+    batch_poll_seconds: float = 15.0
 
     @property
     def embedded_database(self) -> bool:
@@ -55,6 +56,7 @@ class Settings:
             log_level=reader.choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
             mailchimp_timeout=reader.positive_float("MAILCHIMP_TIMEOUT", 60.0),
             mailchimp_max_connections=reader.positive_int("MAILCHIMP_MAX_CONNECTIONS", 10),
+            batch_poll_seconds=reader.positive_float("BATCH_POLL_SECONDS", 15.0),
         )
 
 

@@ -27,7 +27,6 @@ SERVICES: dict[str, Callable[[Runtime], list[dramatiq.Actor[..., None]]]] = {
     "reconciler": reconciler.register,
     "submitter": submitter.register,
 }
-BATCH_POLL_SECONDS = 60.0
 
 
 @dataclass
@@ -60,7 +59,7 @@ def build(
     settings: Settings,
     services: Iterable[str],
     threads: int = 8,
-    poll_seconds: float | None = BATCH_POLL_SECONDS,
+    poll_seconds: float | None = None,
 ) -> Workers:
     """Declare the services' actors on a broker built from settings and make their worker."""
     broker = build_broker(settings)
@@ -68,7 +67,7 @@ def build(
     broker.add_middleware(DeadLetterLog(runtime), before=Retries)
     chosen = list(services)
     actors = [actor for name in chosen for actor in SERVICES[name](runtime)]
-    polls = poll_seconds if "submitter" in chosen else None
+    polls = (poll_seconds or settings.batch_poll_seconds) if "submitter" in chosen else None
     # Only our own queues: sending to another service's queue declares it on this broker
     # too, and a worker would otherwise start consuming messages it has no actor for.
     queues = {actor.queue_name for actor in actors}

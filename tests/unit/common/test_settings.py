@@ -43,6 +43,7 @@ def test_production_urls_are_read_from_the_environment() -> None:
         ("MCSYNC_MAILCHIMP_MAX_CONNECTIONS", "ten"),
         ("MCSYNC_MAILCHIMP_MAX_CONNECTIONS", "0"),
         ("MCSYNC_MAILCHIMP_TIMEOUT", "-5"),
+        ("MCSYNC_BATCH_POLL_SECONDS", "often"),
     ],
 )
 def test_a_malformed_value_fails_naming_the_variable(name: str, value: str) -> None:
