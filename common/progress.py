@@ -6,14 +6,16 @@ that holds the audience's status row, and sends the messages it returns after co
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 import sqlalchemy as sa
 
 from common.db import config, runs
+from common.db.config import SyncConnection
 from common.db.runs import RunState
 from common.messages import Message, RunCrmStages, SubmitUpdates
-from common.runs import STAGE_SERVICE, Continue, Finish, Park, Service, next_step
+from common.runs import STAGE_SERVICE, Continue, Finish, Park, Service, next_step, out_of_time
 from common.vocabulary import Stage
 
 
@@ -45,3 +47,23 @@ def messages_for(state: RunState) -> list[Message]:
             return [SubmitUpdates(list_id=state.list_id, run_id=state.run_id)]
         case Service.FETCHER:
             return []
+
+
+def unit_of_stage(
+    engine: sa.Engine, list_id: str, run_id: str, stage: Stage, clock: Callable[[], datetime]
+) -> tuple[RunState, SyncConnection] | None:
+    """The run and connection for one unit (a page, a chunk) of ``stage``, or None.
+
+    None when the message is stale (its run or stage is over) or when the run has spent its
+    ``max_time``: then the run is parked here, and the next trigger resumes it.
+    """
+    with engine.connect() as conn:
+        state = runs.read(conn, list_id)
+        connection = config.connection_for(conn, list_id)
+    if state is None or connection is None or not state.current(run_id, stage):
+        return None
+    if out_of_time(state.limits(connection.data_sync), clock()):
+        with engine.begin() as conn:
+            runs.park_if_current(conn, list_id, run_id, stage, clock())
+        return None
+    return state, connection

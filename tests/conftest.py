@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -88,3 +89,16 @@ def committing_db(clean_tables: sa.Engine) -> Iterator[sa.Connection]:
     """A connection whose commits are real (the test commits); tables are emptied afterwards."""
     with clean_tables.connect() as conn:
         yield conn
+
+
+@pytest.fixture
+def statements(db: sa.Connection) -> Iterator[list[str]]:
+    """The SQL statements sent on ``db`` while the test runs (an executemany counts once)."""
+    sent: list[str] = []
+
+    def record(*args: Any) -> None:
+        sent.append(args[2])
+
+    sa.event.listen(db, "before_cursor_execute", record)
+    yield sent
+    sa.event.remove(db, "before_cursor_execute", record)

@@ -21,8 +21,8 @@ from common.db.config import SyncConnection
 from common.db.runs import RunParams, RunState
 from common.mailchimp import MailchimpClient
 from common.messages import FetchPage, Message, StartSync
-from common.progress import after_stage, messages_for
-from common.runs import out_of_time, parse_max_time, parse_since, parse_stop_on
+from common.progress import after_stage, messages_for, unit_of_stage
+from common.runs import parse_max_time, parse_since, parse_stop_on
 from common.vocabulary import Stage
 from services.fetcher.merge import FetchedMember, merge_mailchimp_data
 
@@ -138,15 +138,10 @@ def plan_fetch(deps: Deps, connection: SyncConnection, state: RunState) -> list[
 
 def fetch_page(deps: Deps, message: FetchPage) -> list[Message]:
     """Fetch one page and merge it into the cache; the last page moves the run on."""
-    with deps.engine.connect() as conn:
-        state = runs.read(conn, message.list_id)
-        connection = config.connection_for(conn, message.list_id)
-    if state is None or connection is None or not state.current(message.run_id, FETCH):
+    unit = unit_of_stage(deps.engine, message.list_id, message.run_id, FETCH, deps.clock)
+    if unit is None:
         return []
-    if out_of_time(state.limits(connection.data_sync), deps.clock()):
-        with deps.engine.begin() as conn:
-            runs.park_if_current(conn, message.list_id, message.run_id, FETCH, deps.clock())
-        return []
+    state, connection = unit
     page = deps.mailchimp(connection.api_key).get(
         f"/lists/{message.list_id}/members", _page_query(state.fetch_since, message.offset)
     )

@@ -20,8 +20,7 @@ from common.db import config, runs
 from common.db.config import SyncConnection
 from common.db.runs import RunState
 from common.messages import Message, ReconcileChunk, RunCrmStages
-from common.progress import after_stage
-from common.runs import out_of_time
+from common.progress import after_stage, unit_of_stage
 from common.vocabulary import Stage
 from services.reconciler import chunk, stages
 from services.reconciler.plugins import DataPlugin
@@ -95,15 +94,10 @@ def _plan_queue(
 
 def reconcile_chunk(deps: Deps, message: ReconcileChunk) -> list[Message]:
     """Decide one chunk; the chunk that leaves no ``todo`` row moves the run on."""
-    with deps.engine.connect() as conn:
-        state = runs.read(conn, message.list_id)
-        connection = config.connection_for(conn, message.list_id)
-    if state is None or connection is None or not state.current(message.run_id, QUEUE):
+    unit = unit_of_stage(deps.engine, message.list_id, message.run_id, QUEUE, deps.clock)
+    if unit is None:
         return []
-    if out_of_time(state.limits(connection.data_sync), deps.clock()):
-        with deps.engine.begin() as conn:
-            runs.park_if_current(conn, message.list_id, message.run_id, QUEUE, deps.clock())
-        return []
+    _, connection = unit
     with deps.engine.begin() as conn:
         if not runs.share(conn, message.list_id, message.run_id, QUEUE):
             return []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,19 +23,6 @@ def person(name: str, *emails: NewEmail, deleted: bool = False) -> NewContact:
 
 def rows(conn: sa.Connection, sql: str, **params: Any) -> list[tuple[Any, ...]]:
     return [tuple(row) for row in conn.execute(sa.text(sql), params)]
-
-
-@pytest.fixture
-def statements(db: sa.Connection) -> Iterator[list[str]]:
-    """The SQL statements sent on ``db`` during the test (an executemany counts once)."""
-    sent: list[str] = []
-
-    def record(*args: Any) -> None:
-        sent.append(args[2])
-
-    sa.event.listen(db, "before_cursor_execute", record)
-    yield sent
-    sa.event.remove(db, "before_cursor_execute", record)
 
 
 def test_create_group_returns_the_existing_id_for_a_known_name(db: sa.Connection) -> None:
