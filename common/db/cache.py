@@ -248,7 +248,8 @@ def add_crm_only_rows(conn: sa.Connection, list_id: str, group_id: int) -> int:
 def mark_group_changes_todo(
     conn: sa.Connection, list_id: str, group_ids: Sequence[int], since: datetime
 ) -> int:
-    """Rows whose contact has history in ``group_ids`` dated on/after ``since`` -> ``todo``."""
+    """Rows whose contact has history in ``group_ids`` dated on/after ``since`` that their
+    ``civicrm_groups`` snapshot does not hold yet -> ``todo``."""
     params = {"list_id": list_id, "group_ids": list(group_ids), "since": since}
     return conn.execute(_MARK_GROUP_CHANGES, params).rowcount
 
@@ -266,6 +267,17 @@ def refresh_group_snapshots(conn: sa.Connection, list_id: str, group_ids: Sequen
     """
     params = {"list_id": list_id, "group_ids": list(group_ids)}
     return conn.execute(_REFRESH_SNAPSHOTS, params).rowcount
+
+
+def refresh_contact_snapshots(
+    conn: sa.Connection, list_id: str, group_ids: Sequence[int], contact_ids: Iterable[int]
+) -> int:
+    """Refresh ``civicrm_groups`` of the rows of contacts whose memberships were just written."""
+    ids = sorted(set(contact_ids))
+    if not ids:
+        return 0
+    params = {"list_id": list_id, "group_ids": list(group_ids), "contact_ids": ids}
+    return conn.execute(_REFRESH_CONTACT_SNAPSHOTS, params).rowcount
 
 
 # --- readyToReconcileQueue -------------------------------------------------------------
@@ -433,12 +445,27 @@ _ADD_CRM_ONLY = sa.text("""
     ORDER BY gc.contact_id
 """)
 
-_MARK_GROUP_CHANGES = sa.text("""
-    UPDATE civicrm_mailchimpsync_cache c SET sync_status = 'todo'
-    WHERE c.mailchimp_list_id = :list_id AND c.sync_status <> 'todo'
-      AND c.civicrm_contact_id IN (
+# The newest history of a row's contact in each relevant group, as stored in civicrm_groups.
+# Dates are rendered in UTC whatever the session's TimeZone, so the snapshot is stable.
+_SNAPSHOT_OF_T = """(
+    SELECT jsonb_object_agg(n.group_id::text, jsonb_build_object(
+        'status', n.status,
+        'date', to_char(n.date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')))
+    FROM (SELECT DISTINCT ON (h.group_id) h.group_id, h.status, h.date
+          FROM civicrm_subscription_history h
+          WHERE h.contact_id = t.civicrm_contact_id
+            AND h.group_id = ANY(CAST(:group_ids AS integer[]))
+          ORDER BY h.group_id, h.date DESC, h.id DESC) AS n
+)"""
+# Only rows whose newest history differs from their snapshot: a change the sync itself wrote
+# (and snapshotted) when it decided the row is not news to the next run.
+_MARK_GROUP_CHANGES = sa.text(f"""
+    UPDATE civicrm_mailchimpsync_cache t SET sync_status = 'todo'
+    WHERE t.mailchimp_list_id = :list_id AND t.sync_status <> 'todo'
+      AND t.civicrm_contact_id IN (
           SELECT h.contact_id FROM civicrm_subscription_history h
           WHERE h.group_id = ANY(CAST(:group_ids AS integer[])) AND h.date >= :since)
+      AND t.civicrm_groups IS DISTINCT FROM {_SNAPSHOT_OF_T}
 """)
 _MARK_ALL_CONTACTS = sa.text("""
     UPDATE civicrm_mailchimpsync_cache SET sync_status = 'todo'
@@ -446,21 +473,22 @@ _MARK_ALL_CONTACTS = sa.text("""
       AND sync_status <> 'todo'
 """)
 # Dates are rendered in UTC whatever the session's TimeZone, so the snapshot is stable.
-_REFRESH_SNAPSHOTS = sa.text("""
+_REFRESH_SNAPSHOTS = sa.text(f"""
     UPDATE civicrm_mailchimpsync_cache c SET civicrm_groups = s.snapshot
     FROM (
-        SELECT t.id, (
-            SELECT jsonb_object_agg(n.group_id::text, jsonb_build_object(
-                'status', n.status,
-                'date', to_char(n.date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')))
-            FROM (SELECT DISTINCT ON (h.group_id) h.group_id, h.status, h.date
-                  FROM civicrm_subscription_history h
-                  WHERE h.contact_id = t.civicrm_contact_id
-                    AND h.group_id = ANY(CAST(:group_ids AS integer[]))
-                  ORDER BY h.group_id, h.date DESC, h.id DESC) AS n
-        ) AS snapshot
+        SELECT t.id, {_SNAPSHOT_OF_T} AS snapshot
         FROM civicrm_mailchimpsync_cache t
         WHERE t.mailchimp_list_id = :list_id AND t.sync_status = 'todo'
+    ) AS s
+    WHERE c.id = s.id AND c.civicrm_groups IS DISTINCT FROM s.snapshot
+""")
+_REFRESH_CONTACT_SNAPSHOTS = sa.text(f"""
+    UPDATE civicrm_mailchimpsync_cache c SET civicrm_groups = s.snapshot
+    FROM (
+        SELECT t.id, {_SNAPSHOT_OF_T} AS snapshot
+        FROM civicrm_mailchimpsync_cache t
+        WHERE t.mailchimp_list_id = :list_id
+          AND t.civicrm_contact_id = ANY(CAST(:contact_ids AS integer[]))
     ) AS s
     WHERE c.id = s.id AND c.civicrm_groups IS DISTINCT FROM s.snapshot
 """)

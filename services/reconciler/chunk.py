@@ -85,7 +85,7 @@ def reconcile_chunk(
     gathered = gather(conn, sc, rows)
     rules = connection_rules(sc)
     decisions = [_checked(g, decide(rules, g.facts)) for g in gathered]
-    counts = write(conn, gathered, decisions, now)
+    counts = write(conn, sc, gathered, decisions, now)
     return ChunkReport(len(rows), counts)
 
 
@@ -147,6 +147,7 @@ def _checked(gathered: _Gathered, decision: RowDecision) -> RowDecision:
 
 def write(
     conn: sa.Connection,
+    sc: SyncConnection,
     gathered: Sequence[_Gathered],
     decisions: Sequence[RowDecision],
     now: datetime,
@@ -154,6 +155,8 @@ def write(
     """Apply the chunk's decisions: one bulk statement per kind of write. Returns counts."""
     changes = _membership_changes(gathered, decisions, now)
     crm.set_memberships(conn, changes)
+    changed_contacts = {change.contact_id for change in changes}
+    cache.refresh_contact_snapshots(conn, sc.list_id, sc.group_ids, changed_contacts)
     new_updates = _new_updates(decisions)
     updates.insert_updates(conn, new_updates)
     cancelled = updates.cancel_updates(conn, [i for d in decisions for i in d.cancel_update_ids])

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from reconciler_support import LIST_ID, T0, World
 
 from common.vocabulary import GroupStatus
-from services.reconciler import stages
+from services.reconciler import chunk, stages
 from services.reconciler.example_plugins import ContactNamesPlugin
 
 pytestmark = pytest.mark.integration
@@ -289,6 +289,23 @@ def test_incremental_group_changes_mark_only_rows_changed_since(world: World) ->
     statuses = {c: world.rows()[r]["sync_status"] for c, r in rows.items()}
     assert statuses == {recent: "todo", old: "ok", interest: "todo"}
     assert report.counts["marked_todo"] == 2
+
+
+def test_a_change_the_sync_wrote_itself_is_not_news_to_the_next_run(world: World) -> None:
+    ada = world.contact("Ada", "a@example.org")
+    row = world.row(
+        "a@example.org", "subscribed", ada, at=T0 + timedelta(days=1), sync_status="todo"
+    )
+    stages.check_for_group_changes(world.conn, world.sc, since=None)
+    chunk.reconcile_chunk(world.conn, world.sc, row, row, T0 + timedelta(days=2))
+    assert world.rows()[row]["sync_status"] == "ok"  # added to the group by the sync itself
+
+    report = stages.check_for_group_changes(world.conn, world.sc, since=T0)
+
+    assert report.counts["marked_todo"] == 0
+    world.history(ada, GroupStatus.REMOVED, T0 + timedelta(days=3))
+    stages.check_for_group_changes(world.conn, world.sc, since=T0)
+    assert world.rows()[row]["sync_status"] == "todo"  # a change made in the CRM is news
 
 
 def test_a_full_group_check_marks_every_row_with_a_contact(world: World) -> None:
