@@ -29,7 +29,8 @@ class ConnectionLimiter(Protocol):
     def slot(self, api_key: str) -> AbstractContextManager[None]: ...
 
 
-def _key_name(api_key: str) -> str:
+def lease_key(api_key: str) -> str:
+    """The Redis key of an API key's leases."""
     # Never put the secret itself in Redis.
     return "mcsync:mailchimp-connections:" + hashlib.sha256(api_key.encode()).hexdigest()[:24]
 
@@ -46,7 +47,7 @@ class RedisConnectionLimiter:
 
     @contextmanager
     def slot(self, api_key: str) -> Iterator[None]:
-        key, token = _key_name(api_key), uuid.uuid4().hex
+        key, token = lease_key(api_key), uuid.uuid4().hex
         deadline = time.monotonic() + self.wait_seconds
         while not self._try_take(key, token):
             if time.monotonic() >= deadline:
@@ -58,7 +59,7 @@ class RedisConnectionLimiter:
             self._release(key, token)
 
     def in_use(self, api_key: str) -> int:
-        key = _key_name(api_key)
+        key = lease_key(api_key)
         return int(self.client.zcount(key, self._now() - self.lease_seconds, "+inf"))
 
     def _now(self) -> float:

@@ -12,7 +12,7 @@ import dataclasses
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Self, Union, get_args, get_origin, get_type_hints
 
 FETCHER = "fetcher"
 RECONCILER = "reconciler"
@@ -150,8 +150,6 @@ class CheckBatches(Message):
     queue: ClassVar[str] = SUBMITTER
     actor: ClassVar[str] = "check_batches"
 
-
-MessageT = TypeVar("MessageT", bound=Message)
 
 ROUTES: tuple[type[Message], ...] = (
     StartSync,

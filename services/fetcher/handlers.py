@@ -193,9 +193,7 @@ def _fetched_all(
     assert state.run_id is not None
     fetched = runs.pages_of(conn, state.list_id, state.run_id, fetched=True)
     runs.log(conn, state.list_id, f"fetched {len(fetched)} pages", now)
-    # A big fetch changes the cache faster than autovacuum notices: plan the stages on
-    # fresh statistics, or their joins go nested-loop.
-    conn.execute(sa.text("ANALYZE civicrm_mailchimpsync_cache"))
+    cache.refresh_statistics(conn)
     return after_stage(conn, state, FETCH, connection.data_sync, now)
 
 

@@ -44,7 +44,7 @@ from resilience_support import (
 from common.broker import build_broker, send
 from common.db import stats
 from common.db.runs import STALE_AFTER
-from common.limits import _key_name
+from common.limits import lease_key
 from common.messages import CheckBatches
 from common.settings import Settings
 from mcsync.sync import SyncRequest
@@ -126,7 +126,7 @@ def _as_if_long_dead(engine: sa.Engine, leases: redis.Redis, api_key: str) -> No
     with engine.begin() as conn:
         conn.execute(AGE_HEARTBEAT, {"by": STALE_AFTER + timedelta(minutes=1)})
         conn.execute(AGE_POSTING, {"by": POSTING_GRACE + timedelta(minutes=1)})
-    leases.delete(_key_name(api_key))
+    leases.delete(lease_key(api_key))
 
 
 def _where(engine: sa.Engine, list_id: str) -> str:
@@ -190,7 +190,7 @@ def test_a_sync_survives_its_worker_being_killed_repeatedly_without_repeating_an
         mailchimp_api_url=world.simulator.api_url,
     )
     leases = redis.Redis.from_url(REDIS)
-    leases.delete(_key_name(api_key))
+    leases.delete(lease_key(api_key))
     rng = random.Random(SEED)
     killed_at: list[str] = []
     log = tmp_path / "worker.log"
