@@ -119,6 +119,16 @@ class ReconcileChunk(Message):
     last_id: int
 
 
+@dataclass(frozen=True)
+class SyncMember(Message):
+    """Act on one stored audience webhook event: sync that member now."""
+
+    queue: ClassVar[str] = RECONCILER
+    actor: ClassVar[str] = "sync_member"
+
+    event_id: int
+
+
 # --- submitter ----------------------------------------------------------------------------
 
 
@@ -156,6 +166,7 @@ ROUTES: tuple[type[Message], ...] = (
     FetchPage,
     RunCrmStages,
     ReconcileChunk,
+    SyncMember,
     SubmitUpdates,
     ProcessBatch,
     CheckBatches,

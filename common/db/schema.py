@@ -151,6 +151,32 @@ fetch_page = Table(
     Column("member_count", Integer),
 )
 
+# Audience webhook events, stored before Mailchimp's request is answered; ``published_at`` says
+# the reconciler was told (a relay retries the rest), ``processed_at`` that it acted on it.
+webhook_event = Table(
+    "mailchimpsync_webhook_event",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("mailchimp_list_id", String(32), nullable=False),
+    Column("event_type", String(20), nullable=False),
+    Column("data", JSONB, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("published_at", DateTime(timezone=True)),
+    Column("processed_at", DateTime(timezone=True)),
+    Column("outcome", Text),
+    Index(
+        "ix_mailchimpsync_webhook_event_unpublished",
+        "id",
+        postgresql_where=text("published_at IS NULL"),
+    ),
+    Index(
+        "ix_mailchimpsync_webhook_event_unprocessed",
+        "mailchimp_list_id",
+        "id",
+        postgresql_where=text("processed_at IS NULL"),
+    ),
+)
+
 # --- configuration -------------------------------------------------------------------------
 
 account = Table(
