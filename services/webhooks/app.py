@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from common.db.config import webhook_secrets
 from common.messages import Message, ProcessBatch
+from common.webhook_urls import BATCH_WEBHOOK_PATH
 from services.webhooks.parse import (
     MAX_BODY_BYTES,
     BatchCompleted,
@@ -32,7 +33,7 @@ from services.webhooks.parse import (
 
 log = logging.getLogger(__name__)
 
-BATCH_WEBHOOK_PATH = "/mailchimp/batch-webhook"
+
 FORM_TYPE = "application/x-www-form-urlencoded"
 
 
