@@ -1,14 +1,20 @@
 """The format of ``civicrm_mailchimpsync_cache.mailchimp_data``, shared by fetcher and reconciler.
 
 Per field (``status``, ``first_name``, ``last_name``, ``interest-<id>``) the value, and under
-``<field>@`` the time (ISO 8601, UTC) it was first seen with that value. Pure.
+``<field>@`` the time (ISO 8601, UTC) it was first seen with that value. The time moves only
+when the value changes, and it is Mailchimp's ``last_changed`` (never our clock): the
+reconciler weighs it against the CRM's subscription history, so ``status@`` must say when the
+*status* changed even if a name changed later. Pure: standard library and vocabulary only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from common.vocabulary import MailchimpStatus
 
 STATUS = "status"
 FIRST_NAME = "first_name"
@@ -60,3 +66,62 @@ def interests(data: Mapping[str, Any]) -> dict[str, bool]:
         for key, value in data.items()
         if key.startswith(INTEREST_PREFIX) and not key.endswith(CHANGED_AT_SUFFIX)
     }
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedMember:
+    """One member as fetched from ``GET /lists/{id}/members``, reduced to what we keep."""
+
+    member_id: str
+    email: str
+    status: MailchimpStatus
+    last_changed: datetime
+    first_name: str = ""
+    last_name: str = ""
+    interests: Mapping[str, bool] = field(default_factory=dict)
+
+    @classmethod
+    def from_api(cls, member: Mapping[str, Any]) -> FetchedMember:
+        """Parse Mailchimp's JSON; raises ``KeyError``/``ValueError`` on a malformed member."""
+        merge_fields = member.get("merge_fields") or {}
+        return cls(
+            member_id=str(member["id"]),
+            email=str(member["email_address"]),
+            status=MailchimpStatus(member["status"]),
+            last_changed=parse_time(str(member["last_changed"])),
+            first_name=str(merge_fields.get("FNAME") or ""),
+            last_name=str(merge_fields.get("LNAME") or ""),
+            interests={str(k): bool(v) for k, v in (member.get("interests") or {}).items()},
+        )
+
+
+def _fields(member: FetchedMember) -> Iterator[tuple[str, Any]]:
+    yield STATUS, member.status.value
+    yield FIRST_NAME, member.first_name
+    yield LAST_NAME, member.last_name
+    for interest_id, flag in member.interests.items():
+        yield interest_key(interest_id), flag
+
+
+def merge_mailchimp_data(
+    previous: Mapping[str, Any] | None, member: FetchedMember
+) -> dict[str, Any]:
+    """``previous`` with the member's fields; a field's ``@`` time moves only when it changes.
+
+    Keys the member does not carry (an interest absent from this fetch, anything else stored
+    there) are kept as they were: an absent ``interests`` key means "not fetched", not "none".
+    ``previous`` is not modified; the result is a shallow copy.
+    """
+    merged = dict(previous) if previous else {}
+    changed_at = to_utc(member.last_changed).isoformat()
+    for key, value in _fields(member):
+        stamp = key + CHANGED_AT_SUFFIX
+        if key not in merged or merged[key] != value or stamp not in merged:
+            merged[key] = value
+            merged[stamp] = changed_at
+    return merged
+
+
+def changed(previous: Mapping[str, Any] | None, merged: Mapping[str, Any]) -> bool:
+    """Whether a merge changed the stored data (a brand-new row always counts as changed)."""
+    return previous is None or dict(previous) != dict(merged)

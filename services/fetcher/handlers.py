@@ -20,11 +20,11 @@ from common.db import cache, config, runs
 from common.db.config import SyncConnection
 from common.db.runs import RunParams, RunState
 from common.mailchimp import MailchimpClient
+from common.member_data import FetchedMember, merge_mailchimp_data
 from common.messages import FetchPage, Message, StartSync
 from common.progress import after_stage, messages_for, unit_of_stage
 from common.runs import parse_max_time, parse_since, parse_stop_on
 from common.vocabulary import Stage
-from services.fetcher.merge import FetchedMember, merge_mailchimp_data
 
 log = logging.getLogger(__name__)
 

@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.vocabulary import MailchimpStatus
-from services.fetcher.merge import (
+from common.member_data import (
     FetchedMember,
     changed,
     interest_changed_at,
     merge_mailchimp_data,
     status_changed_at,
 )
+from common.vocabulary import MailchimpStatus
 
 FIRST = datetime(2021, 11, 23, 22, 52, 5, tzinfo=UTC)
 SECOND = FIRST + timedelta(days=3)
