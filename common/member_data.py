@@ -9,6 +9,7 @@ reconciler weighs it against the CRM's subscription history, so ``status@`` must
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +22,11 @@ FIRST_NAME = "first_name"
 LAST_NAME = "last_name"
 INTEREST_PREFIX = "interest-"
 CHANGED_AT_SUFFIX = "@"
+
+
+def subscriber_hash(email: str) -> str:
+    """Mailchimp's member id for ``email``: md5 of the fully Unicode-lower-cased, UTF-8 email."""
+    return hashlib.md5(email.lower().encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
 def to_utc(moment: datetime) -> datetime:

@@ -87,6 +87,39 @@ def _json(rows: object) -> str:
     return orjson.dumps(rows).decode()
 
 
+ROWS = "{rows}"
+ROW_IDS = "AND c.id = ANY(CAST(:cache_ids AS bigint[]))"
+ROW_CONTACTS = "AND c.civicrm_contact_id = ANY(CAST(:contact_ids AS integer[]))"
+
+
+@dataclass(frozen=True)
+class _Scoped:
+    """A stage statement over the whole audience, and the same limited to some rows (a
+    webhook's "sync this member now"): two statements, so each gets its own plan."""
+
+    audience: sa.TextClause
+    some_rows: sa.TextClause
+
+    @classmethod
+    def of(cls, template: str, row_filter: str = ROW_IDS) -> _Scoped:
+        return cls(sa.text(template.replace(ROWS, "")), sa.text(template.replace(ROWS, row_filter)))
+
+    def run(
+        self,
+        conn: sa.Connection,
+        params: Mapping[str, Any],
+        cache_ids: Iterable[int] | None = None,
+        contact_ids: Iterable[int] | None = None,
+    ) -> Any:  # a CursorResult; Any lets callers unpack its rows
+        if cache_ids is None and contact_ids is None:
+            return conn.execute(self.audience, dict(params))
+        scope = {
+            "cache_ids": sorted(set(cache_ids or ())),
+            "contact_ids": sorted(set(contact_ids or ())),
+        }
+        return conn.execute(self.some_rows, {**params, **scope})
+
+
 # --- the fetcher -----------------------------------------------------------------------
 
 
@@ -148,9 +181,12 @@ def status_counts(conn: sa.Connection, list_id: str) -> dict[SyncStatus, int]:
 # --- readyToFixContactIds --------------------------------------------------------------
 
 
-def clear_missing_contacts(conn: sa.Connection, list_id: str) -> int:
-    """Unlink rows whose contact is deleted or gone: ``todo``, group snapshot cleared."""
-    return conn.execute(_CLEAR_MISSING_CONTACTS, {"list_id": list_id}).rowcount
+def clear_missing_contacts(
+    conn: sa.Connection, list_id: str, cache_ids: Iterable[int] | None = None
+) -> int:
+    """Unlink rows whose contact is deleted or gone: ``todo``, group snapshot cleared.
+    ``cache_ids`` limits it to those rows (every function here taking it does the same)."""
+    return int(_CLEAR_MISSING_CONTACTS.run(conn, {"list_id": list_id}, cache_ids).rowcount)
 
 
 def delete_orphan_rows(conn: sa.Connection, list_id: str) -> int:
@@ -158,14 +194,17 @@ def delete_orphan_rows(conn: sa.Connection, list_id: str) -> int:
     return conn.execute(_DELETE_ORPHANS, {"list_id": list_id}).rowcount
 
 
-def match_contacts_by_email(conn: sa.Connection, list_id: str, group_id: int) -> dict[int, int]:
+def match_contacts_by_email(
+    conn: sa.Connection, list_id: str, group_id: int, cache_ids: Iterable[int] | None = None
+) -> dict[int, int]:
     """Link rows without a contact to an undeleted owner of their email, by the phases of
     ``services.reconciler.match`` (narrowest first); matched rows become ``todo``.
 
     One statement. Returns the number of rows matched per phase number (1-4).
     """
     params = {"list_id": list_id, "group_id": group_id, "added": GroupStatus.ADDED.value}
-    return {int(phase): int(n) for phase, n in conn.execute(_MATCH_BY_EMAIL, params)}
+    matched = _MATCH_BY_EMAIL.run(conn, params, cache_ids)
+    return {int(phase): int(n) for phase, n in matched}
 
 
 def set_contact_ids(conn: sa.Connection, contact_ids: Mapping[int, int]) -> int:
@@ -187,12 +226,16 @@ class NewMember:
 
 
 def members_without_contact(
-    conn: sa.Connection, list_id: str, after_id: int, limit: int
+    conn: sa.Connection,
+    list_id: str,
+    after_id: int,
+    limit: int,
+    cache_ids: Iterable[int] | None = None,
 ) -> list[NewMember]:
     """The next ``limit`` rows (ids after ``after_id``) subscribed/pending at Mailchimp,
     with an email but no contact, in id order (keyset paging)."""
     params = {"list_id": list_id, "after": after_id, "limit": limit}
-    return [NewMember(*row) for row in conn.execute(_MEMBERS_WITHOUT_CONTACT, params)]
+    return [NewMember(*row) for row in _MEMBERS_WITHOUT_CONTACT.run(conn, params, cache_ids)]
 
 
 # --- readyToCheckForDataUpdates ---------------------------------------------------------
@@ -211,12 +254,16 @@ class PluginSource:
 
 
 def load_plugin_rows(
-    conn: sa.Connection, list_id: str, after_id: int, limit: int
+    conn: sa.Connection,
+    list_id: str,
+    after_id: int,
+    limit: int,
+    cache_ids: Iterable[int] | None = None,
 ) -> list[PluginSource]:
     """The next ``limit`` rows (ids after ``after_id``) subscribed/pending at Mailchimp or
     ``todo``, in id order (keyset paging)."""
     params = {"list_id": list_id, "after": after_id, "limit": limit}
-    return [PluginSource(*row) for row in conn.execute(_PLUGIN_ROWS, params)]
+    return [PluginSource(*row) for row in _PLUGIN_ROWS.run(conn, params, cache_ids)]
 
 
 def store_plugin_data(conn: sa.Connection, data: Mapping[int, Mapping[str, Any] | None]) -> int:
@@ -233,13 +280,18 @@ def store_plugin_data(conn: sa.Connection, data: Mapping[int, Mapping[str, Any] 
 # --- readyToCleanUpDuplicates / readyToAddCiviOnly --------------------------------------
 
 
-def delete_crm_only_duplicates(conn: sa.Connection, list_id: str) -> int:
-    """Delete CRM-only rows (no member id) of contacts that have a Mailchimp row here.
+def delete_crm_only_duplicates(
+    conn: sa.Connection, list_id: str, contact_ids: Iterable[int] | None = None
+) -> int:
+    """Delete CRM-only rows (no member id) of contacts that have a Mailchimp row here
+    (``contact_ids``: of those contacts only).
 
     Their updates, sent or not, move to that Mailchimp row first, so none is lost.
     """
-    conn.execute(_MOVE_DUPLICATES_UPDATES, {"list_id": list_id})
-    return conn.execute(_DELETE_CRM_ONLY_DUPLICATES, {"list_id": list_id}).rowcount
+    ids = None if contact_ids is None else list(contact_ids)
+    _MOVE_DUPLICATES_UPDATES.run(conn, {"list_id": list_id}, contact_ids=ids)
+    deleted = _DELETE_CRM_ONLY_DUPLICATES.run(conn, {"list_id": list_id}, contact_ids=ids)
+    return int(deleted.rowcount)
 
 
 def add_crm_only_rows(conn: sa.Connection, list_id: str, group_id: int) -> int:
@@ -338,10 +390,10 @@ _STATUS_COUNTS = sa.text("""
     WHERE mailchimp_list_id = :list_id GROUP BY sync_status
 """)
 
-_CLEAR_MISSING_CONTACTS = sa.text("""
+_CLEAR_MISSING_CONTACTS = _Scoped.of("""
     UPDATE civicrm_mailchimpsync_cache c
     SET civicrm_contact_id = NULL, civicrm_groups = NULL, sync_status = 'todo'
-    WHERE c.mailchimp_list_id = :list_id AND c.civicrm_contact_id IS NOT NULL
+    WHERE c.mailchimp_list_id = :list_id AND c.civicrm_contact_id IS NOT NULL {rows}
       AND NOT EXISTS (SELECT 1 FROM civicrm_contact k
                       WHERE k.id = c.civicrm_contact_id AND NOT k.is_deleted)
 """)
@@ -353,11 +405,11 @@ _DELETE_ORPHANS = sa.text("""
 # The phases of services.reconciler.match in one ordering: among the undeleted owners of an
 # address, a sole owner wins (phase 1); else Added to the group, then any history in it,
 # then the lowest id. tests/integration/reconciler checks it agrees with match_rows.
-_MATCH_BY_EMAIL = sa.text("""
+_MATCH_BY_EMAIL = _Scoped.of("""
     WITH unmatched AS (
-        SELECT id, lower(mailchimp_email) AS em FROM civicrm_mailchimpsync_cache
-        WHERE mailchimp_list_id = :list_id AND civicrm_contact_id IS NULL
-          AND mailchimp_email IS NOT NULL
+        SELECT c.id, lower(c.mailchimp_email) AS em FROM civicrm_mailchimpsync_cache c
+        WHERE c.mailchimp_list_id = :list_id AND c.civicrm_contact_id IS NULL
+          AND c.mailchimp_email IS NOT NULL {rows}
     ), owners AS (
         SELECT DISTINCT lower(e.email) AS em, e.contact_id
         FROM civicrm_email e JOIN civicrm_contact k ON k.id = e.contact_id AND NOT k.is_deleted
@@ -390,22 +442,22 @@ _SET_CONTACT_IDS = sa.text("""
     WHERE c.id = r.id
 """)
 
-_MEMBERS_WITHOUT_CONTACT = sa.text("""
-    SELECT id, mailchimp_email, NULLIF(mailchimp_data ->> 'first_name', ''),
-        NULLIF(mailchimp_data ->> 'last_name', '')
-    FROM civicrm_mailchimpsync_cache
-    WHERE mailchimp_list_id = :list_id AND civicrm_contact_id IS NULL AND id > :after
-      AND mailchimp_status IN ('subscribed', 'pending')
-      AND mailchimp_email IS NOT NULL AND btrim(mailchimp_email) <> ''
-    ORDER BY id LIMIT :limit
+_MEMBERS_WITHOUT_CONTACT = _Scoped.of("""
+    SELECT c.id, c.mailchimp_email, NULLIF(c.mailchimp_data ->> 'first_name', ''),
+        NULLIF(c.mailchimp_data ->> 'last_name', '')
+    FROM civicrm_mailchimpsync_cache c
+    WHERE c.mailchimp_list_id = :list_id AND c.civicrm_contact_id IS NULL AND c.id > :after
+      AND c.mailchimp_status IN ('subscribed', 'pending') {rows}
+      AND c.mailchimp_email IS NOT NULL AND btrim(c.mailchimp_email) <> ''
+    ORDER BY c.id LIMIT :limit
 """)
-_PLUGIN_ROWS = sa.text("""
-    SELECT id, civicrm_contact_id, mailchimp_member_id, mailchimp_email, mailchimp_status,
-        civicrm_data
-    FROM civicrm_mailchimpsync_cache
-    WHERE mailchimp_list_id = :list_id AND id > :after
-      AND (mailchimp_status IN ('subscribed', 'pending') OR sync_status = 'todo')
-    ORDER BY id LIMIT :limit
+_PLUGIN_ROWS = _Scoped.of("""
+    SELECT c.id, c.civicrm_contact_id, c.mailchimp_member_id, c.mailchimp_email,
+        c.mailchimp_status, c.civicrm_data
+    FROM civicrm_mailchimpsync_cache c
+    WHERE c.mailchimp_list_id = :list_id AND c.id > :after {rows}
+      AND (c.mailchimp_status IN ('subscribed', 'pending') OR c.sync_status = 'todo')
+    ORDER BY c.id LIMIT :limit
 """)
 # A JSON null arrives as the jsonb value 'null', which is not SQL NULL (SQLAlchemy's JSON type
 # also stores None that way): NULLIF makes both sides SQL NULL before comparing.
@@ -424,21 +476,27 @@ _CRM_ONLY_DUPLICATES = """
      AND o.civicrm_contact_id = c.civicrm_contact_id
      AND o.mailchimp_member_id IS NOT NULL
     WHERE c.mailchimp_list_id = :list_id AND c.mailchimp_member_id IS NULL
-      AND c.civicrm_contact_id IS NOT NULL
+      AND c.civicrm_contact_id IS NOT NULL {rows}
     GROUP BY c.id
 """
 # A CRM-only row can have updates already in a batch (the member it creates is what the
 # new row is): they move to the surviving row, or deleting the row would cascade to them.
-_MOVE_DUPLICATES_UPDATES = sa.text(f"""
+_MOVE_DUPLICATES_UPDATES = _Scoped.of(
+    f"""
     UPDATE civicrm_mailchimpsync_update u SET mailchimpsync_cache_id = d.survivor
     FROM ({_CRM_ONLY_DUPLICATES}) AS d
     WHERE u.mailchimpsync_cache_id = d.id
-""")
-_DELETE_CRM_ONLY_DUPLICATES = sa.text(f"""
+""",
+    ROW_CONTACTS,
+)
+_DELETE_CRM_ONLY_DUPLICATES = _Scoped.of(
+    f"""
     DELETE FROM civicrm_mailchimpsync_cache c
     USING ({_CRM_ONLY_DUPLICATES}) AS d
     WHERE c.id = d.id
-""")
+""",
+    ROW_CONTACTS,
+)
 _ADD_CRM_ONLY = sa.text("""
     INSERT INTO civicrm_mailchimpsync_cache (mailchimp_list_id, civicrm_contact_id, sync_status)
     SELECT CAST(:list_id AS text), gc.contact_id, 'todo'

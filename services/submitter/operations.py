@@ -34,12 +34,13 @@ handler completes it with that error and fails the row, as if Mailchimp had refu
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
+
+from common.member_data import subscriber_hash
 
 OPERATION_ID_PREFIX: Final = "mailchimpsync_"
 MAX_OPERATIONS_PER_BATCH: Final = 1000
@@ -131,11 +132,6 @@ class BatchPlan:
 def operation_id(update_id: int) -> str:
     """``mailchimpsync_<update id>``: how a result is matched back to its update."""
     return f"{OPERATION_ID_PREFIX}{update_id}"
-
-
-def subscriber_hash(email: str) -> str:
-    """Mailchimp's member id for ``email``: md5 of the fully Unicode-lower-cased, UTF-8 email."""
-    return hashlib.md5(email.lower().encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
 def build_operation(update: PendingUpdate) -> Operation:

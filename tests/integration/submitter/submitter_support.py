@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from common.db import runs
 from common.db.schema import batch, cache, update
 from common.mailchimp import MailchimpClient
+from common.member_data import subscriber_hash
 from services.submitter.handlers import CheckReport, check_batches
-from services.submitter.operations import subscriber_hash
 from sim.mailchimp import RunningSimulator
 
 

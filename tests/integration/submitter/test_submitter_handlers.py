@@ -22,13 +22,13 @@ from submitter_support import (
 from common.db.batches import lists_with_open_batches
 from common.db.schema import batch
 from common.mailchimp import MailchimpError, MailchimpTransientError
+from common.member_data import subscriber_hash
 from services.submitter.handlers import (
     POSTING_GRACE,
     claim_batch,
     process_batch,
     submit_updates,
 )
-from services.submitter.operations import subscriber_hash
 
 pytestmark = pytest.mark.integration
 

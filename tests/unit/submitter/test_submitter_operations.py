@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from common.member_data import subscriber_hash
 from services.submitter.operations import (
     BatchPlan,
     Operation,
@@ -18,7 +19,6 @@ from services.submitter.operations import (
     build_operation,
     operation_id,
     plan_batches,
-    subscriber_hash,
 )
 
 LIST = "a36b032126"
