@@ -3,8 +3,10 @@
 Pure: standard library only. Mailchimp posts ``application/x-www-form-urlencoded`` bodies
 with PHP-style bracket keys (``data[id]``, ``data[merges][FNAME]``); ``decode_form`` turns
 the raw body into a flat mapping of those keys, and a parser per webhook ``type`` turns the
-mapping into a frozen event. Audience events (subscribe, unsubscribe, profile, cleaned,
-upemail, campaign) get their own parser table beside ``BATCH_EVENTS``.
+mapping into a frozen event: ``BATCH_EVENTS`` for the batch webhook, ``AUDIENCE_EVENTS`` for
+the audience webhook (subscribe, unsubscribe, profile, cleaned, upemail -> ``AudienceEvent``;
+campaign -> ``Ignored``). Every value that reaches the inbox is bounded and free of NUL (which
+Postgres cannot store in JSONB), so a payload either parses whole or is refused whole.
 """
 
 from __future__ import annotations
@@ -12,12 +14,22 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import parse_qsl
+
+from common.audience_events import MEMBER_EVENTS, AudienceEvent, AudienceEventType
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_FIELDS = 500
 BATCH_ID = re.compile(r"[0-9a-fA-F]{10}")
+LIST_ID = re.compile(r"[0-9A-Za-z]{1,32}")
+# Loose on purpose: Mailchimp validated the address; we only refuse what cannot be one.
+EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+")
+MAX_EMAIL = 254
+MAX_TEXT = 255  # Mailchimp's limit for a text merge field
+FIRED_AT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
+FIRED_AT_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 class PayloadError(ValueError):
@@ -41,8 +53,16 @@ class BatchCompleted:
     batch_id: str
 
 
+@dataclass(frozen=True)
+class Ignored:
+    """An audience event acknowledged and dropped: ``campaign`` concerns no one member."""
+
+    type: AudienceEventType
+
+
 Fields = Mapping[str, str]
 BatchEvent = UrlCheck | BatchCompleted
+AudienceWebhook = UrlCheck | Ignored | AudienceEvent
 EventT = TypeVar("EventT")
 
 
@@ -96,6 +116,82 @@ BATCH_EVENTS: Mapping[str, Callable[[Fields], BatchCompleted]] = {
 }
 
 
+def bounded(fields: Fields, name: str, limit: int = MAX_TEXT) -> str | None:
+    """An optional field (None when absent), at most ``limit`` characters and free of NUL."""
+    value = fields.get(name)
+    if value is None:
+        return None
+    if len(value) > limit:
+        raise PayloadError(name, f"longer than {limit} characters")
+    if "\x00" in value:
+        raise PayloadError(name, "contains a NUL character")
+    return value
+
+
+def email(fields: Fields, name: str) -> str:
+    """A required address: one ``@`` with something on each side, no spaces, bounded."""
+    value = required(fields, name).strip()
+    if len(value) > MAX_EMAIL:
+        raise PayloadError(name, f"longer than {MAX_EMAIL} characters")
+    if not EMAIL.fullmatch(value):
+        raise PayloadError(name, f"must be an email address, got {value[:40]!r}")
+    return value
+
+
+def fired_at(fields: Fields) -> datetime | None:
+    """``fired_at`` (``YYYY-MM-DD HH:MM:SS``, UTC) when given; a malformed one is refused."""
+    value = fields.get("fired_at")
+    if value is None or not value.strip():
+        return None
+    expected = "a time as YYYY-MM-DD HH:MM:SS"
+    if not FIRED_AT.fullmatch(value):
+        raise PayloadError("fired_at", f"must be {expected}, got {value[:40]!r}")
+    try:
+        return datetime.strptime(value, FIRED_AT_FORMAT).replace(tzinfo=UTC)
+    except ValueError as error:
+        raise PayloadError("fired_at", f"must be {expected}, got {value!r}") from error
+
+
+def _member_event(kind: AudienceEventType) -> Callable[[Fields], AudienceEvent]:
+    """subscribe, unsubscribe, profile, cleaned: one member, named by ``data[email]``."""
+
+    def parse(fields: Fields) -> AudienceEvent:
+        return AudienceEvent(
+            type=kind,
+            list_id=matching(fields, "data[list_id]", LIST_ID, "1 to 32 letters or digits"),
+            email=email(fields, "data[email]"),
+            fired_at=fired_at(fields),
+            first_name=bounded(fields, "data[merges][FNAME]"),
+            last_name=bounded(fields, "data[merges][LNAME]"),
+            reason=bounded(fields, "data[reason]") or "",
+            action=bounded(fields, "data[action]") or "",
+        )
+
+    return parse
+
+
+def _email_changed(fields: Fields) -> AudienceEvent:
+    """upemail: the member now answers to ``data[new_email]``; ``data[old_email]`` was theirs."""
+    return AudienceEvent(
+        type=AudienceEventType.UPEMAIL,
+        list_id=matching(fields, "data[list_id]", LIST_ID, "1 to 32 letters or digits"),
+        email=email(fields, "data[new_email]"),
+        old_email=email(fields, "data[old_email]"),
+        fired_at=fired_at(fields),
+    )
+
+
+def _campaign(fields: Fields) -> Ignored:
+    return Ignored(AudienceEventType.CAMPAIGN)
+
+
+AUDIENCE_EVENTS: Mapping[str, Callable[[Fields], AudienceEvent | Ignored]] = {
+    **{kind: _member_event(kind) for kind in MEMBER_EVENTS - {AudienceEventType.UPEMAIL}},
+    AudienceEventType.UPEMAIL: _email_changed,
+    AudienceEventType.CAMPAIGN: _campaign,
+}
+
+
 def parse_event(
     fields: Fields, parsers: Mapping[str, Callable[[Fields], EventT]]
 ) -> EventT | UrlCheck:
@@ -113,3 +209,9 @@ def parse_event(
 def parse_batch_webhook(fields: Fields) -> BatchEvent:
     """A batch webhook's fields -> ``BatchCompleted`` or ``UrlCheck``; else PayloadError."""
     return parse_event(fields, BATCH_EVENTS)
+
+
+def parse_audience_webhook(fields: Fields) -> AudienceWebhook:
+    """An audience webhook's fields -> ``AudienceEvent``, ``Ignored`` or ``UrlCheck``; else
+    PayloadError naming the field at fault."""
+    return parse_event(fields, AUDIENCE_EVENTS)
