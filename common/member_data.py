@@ -17,6 +17,16 @@ from typing import Any
 
 from common.vocabulary import MailchimpStatus
 
+# What we read of a member (Mailchimp's ``fields`` parameter): everything FetchedMember keeps.
+MEMBER_FIELDS = (
+    "id",
+    "email_address",
+    "status",
+    "last_changed",
+    "merge_fields.FNAME",
+    "merge_fields.LNAME",
+    "interests",
+)
 STATUS = "status"
 FIRST_NAME = "first_name"
 LAST_NAME = "last_name"

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from common.member_data import FetchedMember, merge_mailchimp_data
 from common.vocabulary import GroupStatus, SyncStatus
 
 __all__ = [
@@ -145,6 +146,27 @@ def upsert_fetched(conn: sa.Connection, list_id: str, rows: Sequence[FetchedRow]
     return conn.execute(_UPSERT_FETCHED, {"list_id": list_id, "rows": _json(payload)}).rowcount
 
 
+def merge_fetched(conn: sa.Connection, list_id: str, members: Sequence[FetchedMember]) -> int:
+    """Merge fetched members into their rows (per-field change times kept), as ``todo``.
+
+    Two statements whatever the page's size; rows are written in member-id order, one lock
+    order for concurrent pages.
+    """
+    ordered = sorted(members, key=lambda member: member.member_id)
+    previous = load_mailchimp_data(conn, list_id, [m.member_id for m in ordered])
+    rows = [
+        FetchedRow(
+            member_id=member.member_id,
+            email=member.email,
+            status=member.status.value,
+            updated=member.last_changed,
+            mailchimp_data=merge_mailchimp_data(previous.get(member.member_id), member),
+        )
+        for member in ordered
+    ]
+    return upsert_fetched(conn, list_id, rows)
+
+
 def load_mailchimp_data(
     conn: sa.Connection, list_id: str, member_ids: Iterable[str]
 ) -> dict[str, dict[str, Any] | None]:
@@ -154,6 +176,41 @@ def load_mailchimp_data(
         return {}
     result = conn.execute(_LOAD_MAILCHIMP_DATA, {"list_id": list_id, "ids": ids})
     return {str(member_id): data for member_id, data in result}
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    """The cache row of one member (found by member id, else by email)."""
+
+    id: int
+    contact_id: int | None
+    member_id: str | None
+    email: str | None
+
+
+def row_of_member(
+    conn: sa.Connection, list_id: str, member_id: str | None, email: str
+) -> MemberRow | None:
+    """The audience's row with this member id, else the one with this email (any case)."""
+    params = {"list_id": list_id, "member_id": member_id, "email": email}
+    found = conn.execute(_ROW_OF_MEMBER, params).first()
+    return None if found is None else MemberRow(*found[:4])
+
+
+def member_row(conn: sa.Connection, cache_id: int) -> MemberRow | None:
+    """One row, by id."""
+    found = conn.execute(_MEMBER_ROW, {"id": cache_id}).first()
+    return None if found is None else MemberRow(*found)
+
+
+def move_row_to_member(conn: sa.Connection, cache_id: int, member_id: str, email: str) -> None:
+    """Re-key a row to the member an address change made of it (``upemail``)."""
+    conn.execute(_MOVE_ROW, {"id": cache_id, "member_id": member_id, "email": email})
+
+
+def delete_rows(conn: sa.Connection, cache_ids: Iterable[int]) -> int:
+    """Delete rows (their updates go with them)."""
+    return conn.execute(_DELETE_ROWS, {"ids": sorted(set(cache_ids))}).rowcount
 
 
 # --- counting --------------------------------------------------------------------------
@@ -380,6 +437,29 @@ _UPSERT_FETCHED = sa.text("""
 _LOAD_MAILCHIMP_DATA = sa.text("""
     SELECT mailchimp_member_id, mailchimp_data FROM civicrm_mailchimpsync_cache
     WHERE mailchimp_list_id = :list_id AND mailchimp_member_id = ANY(CAST(:ids AS text[]))
+""")
+# Two index probes (member id, then address), never a scan of the audience.
+_ROW_OF_MEMBER = sa.text("""
+    (SELECT id, civicrm_contact_id, mailchimp_member_id, mailchimp_email, 1 AS rank
+     FROM civicrm_mailchimpsync_cache
+     WHERE mailchimp_list_id = :list_id AND mailchimp_member_id = :member_id)
+    UNION ALL
+    (SELECT id, civicrm_contact_id, mailchimp_member_id, mailchimp_email, 2 AS rank
+     FROM civicrm_mailchimpsync_cache
+     WHERE mailchimp_list_id = :list_id AND lower(mailchimp_email) = lower(:email))
+    ORDER BY rank, id LIMIT 1
+""")
+_MEMBER_ROW = sa.text("""
+    SELECT id, civicrm_contact_id, mailchimp_member_id, mailchimp_email
+    FROM civicrm_mailchimpsync_cache WHERE id = :id
+""")
+_MOVE_ROW = sa.text("""
+    UPDATE civicrm_mailchimpsync_cache
+    SET mailchimp_member_id = :member_id, mailchimp_email = :email, sync_status = 'todo'
+    WHERE id = :id
+""")
+_DELETE_ROWS = sa.text("""
+    DELETE FROM civicrm_mailchimpsync_cache WHERE id = ANY(CAST(:ids AS bigint[]))
 """)
 _TODO_REMAINING = sa.text("""
     SELECT count(*) FROM civicrm_mailchimpsync_cache

@@ -147,6 +147,20 @@ def add_emails(conn: sa.Connection, rows: Sequence[EmailToAdd]) -> int:
     return int(conn.execute(_ADD_EMAILS, {"rows": _json(rows)}).scalar_one())
 
 
+def set_contact_names(
+    conn: sa.Connection, contact_id: int, first_name: str | None, last_name: str | None
+) -> int:
+    """Set the names given (None: leave that one as it is; blank: clear it)."""
+    if first_name is None and last_name is None:
+        return 0
+    params = {
+        "id": contact_id,
+        "first": None if first_name is None else first_name.strip()[:64],
+        "last": None if last_name is None else last_name.strip()[:64],
+    }
+    return conn.execute(_SET_NAMES, params).rowcount
+
+
 def soft_delete_contacts(conn: sa.Connection, contact_ids: Iterable[int]) -> int:
     """Mark the contacts deleted (CiviCRM's trash); return how many were not deleted before."""
     ids = list(contact_ids)
@@ -338,6 +352,14 @@ _ADD_EMAILS = sa.text("""
     SELECT count(*) FROM added
 """)
 
+_SET_NAMES = sa.text("""
+    UPDATE civicrm_contact SET modified_date = now(),
+        first_name = CASE WHEN CAST(:first AS text) IS NULL THEN first_name
+                          ELSE NULLIF(CAST(:first AS text), '') END,
+        last_name = CASE WHEN CAST(:last AS text) IS NULL THEN last_name
+                         ELSE NULLIF(CAST(:last AS text), '') END
+    WHERE id = :id
+""")
 _SOFT_DELETE = sa.text("""
     UPDATE civicrm_contact SET is_deleted = true, modified_date = now()
     WHERE id = ANY(CAST(:ids AS integer[])) AND NOT is_deleted

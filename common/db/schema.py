@@ -70,6 +70,11 @@ cache = Table(
     Index(None, "mailchimp_list_id", "sync_status", "id"),
     Index(None, "mailchimp_list_id", "civicrm_contact_id"),
     Index(None, "civicrm_contact_id"),
+    Index(
+        "ix_civicrm_mailchimpsync_cache_list_lower_email",
+        "mailchimp_list_id",
+        func.lower(text("mailchimp_email")),
+    ),
 )
 
 batch = Table(

@@ -17,6 +17,7 @@ __all__ = [
     "CANCELLED",
     "NewUpdate",
     "OpenUpdateRow",
+    "abort_unsubmitted",
     "cancel_updates",
     "insert_updates",
     "load_open_updates",
@@ -55,12 +56,13 @@ def insert_updates(conn: sa.Connection, updates: Sequence[NewUpdate]) -> list[in
     return [int(i) for i in conn.execute(_INSERT_UPDATES, {"rows": rows}).scalars()]
 
 
-def cancel_updates(conn: sa.Connection, update_ids: Iterable[int]) -> int:
-    """Complete still-open updates as folded into a newer one; returns how many."""
+def cancel_updates(conn: sa.Connection, update_ids: Iterable[int], reason: str = CANCELLED) -> int:
+    """Complete still-unsubmitted updates with ``reason`` (it starts ``cancelled``: the
+    reports tell cancelled updates from refused ones); returns how many."""
     ids = list(update_ids)
     if not ids:
         return 0
-    return conn.execute(_CANCEL, {"ids": ids, "reason": CANCELLED}).rowcount
+    return conn.execute(_CANCEL, {"ids": ids, "reason": reason}).rowcount
 
 
 def load_open_updates(
@@ -140,4 +142,21 @@ _QUEUE_EMAIL_CHANGES = sa.text("""
         FROM queued q WHERE c.id = q.mailchimpsync_cache_id AND c.sync_status <> 'todo'
     )
     SELECT count(*) FROM queued
+""")
+
+
+def abort_unsubmitted(conn: sa.Connection, list_id: str, error: str) -> list[tuple[int, int]]:
+    """Complete the audience's open unsubmitted updates with ``error`` (``abortsync``);
+    returns (update id, cache id) of each. Take the claim lock first (``common.db.batches``)
+    so a submission cannot claim them meanwhile."""
+    rows = conn.execute(_ABORT_UNSUBMITTED, {"list_id": list_id, "error": error})
+    return [(int(update_id), int(cache_id)) for update_id, cache_id in rows]
+
+
+_ABORT_UNSUBMITTED = sa.text("""
+    UPDATE civicrm_mailchimpsync_update u SET completed = true, error_response = :error
+    FROM civicrm_mailchimpsync_cache c
+    WHERE c.id = u.mailchimpsync_cache_id AND c.mailchimp_list_id = :list_id
+      AND u.mailchimpsync_batch_id IS NULL AND NOT u.completed
+    RETURNING u.id, u.mailchimpsync_cache_id
 """)

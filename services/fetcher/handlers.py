@@ -20,7 +20,7 @@ from common.db import cache, config, runs
 from common.db.config import SyncConnection
 from common.db.runs import RunParams, RunState
 from common.mailchimp import MailchimpClient
-from common.member_data import FetchedMember, merge_mailchimp_data
+from common.member_data import MEMBER_FIELDS, FetchedMember
 from common.messages import FetchPage, Message, StartSync
 from common.progress import after_stage, messages_for, unit_of_stage
 from common.runs import parse_max_time, parse_since, parse_stop_on
@@ -29,18 +29,7 @@ from common.vocabulary import Stage
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
-MEMBER_FIELDS = ",".join(
-    [
-        "members.id",
-        "members.email_address",
-        "members.status",
-        "members.last_changed",
-        "members.merge_fields.FNAME",
-        "members.merge_fields.LNAME",
-        "members.interests",
-        "total_items",
-    ]
-)
+PAGE_FIELDS = ",".join([*(f"members.{name}" for name in MEMBER_FIELDS), "total_items"])
 FETCH = Stage.READY_TO_FETCH
 
 
@@ -149,7 +138,7 @@ def fetch_page(deps: Deps, message: FetchPage) -> list[Message]:
     with deps.engine.begin() as conn:
         if not runs.share(conn, message.list_id, message.run_id, FETCH):
             return []
-        _merge(conn, message.list_id, members)
+        cache.merge_fetched(conn, message.list_id, members)
         runs.mark_fetched(
             conn, message.list_id, message.run_id, message.offset, len(members), deps.clock()
         )
@@ -157,22 +146,6 @@ def fetch_page(deps: Deps, message: FetchPage) -> list[Message]:
     with deps.engine.begin() as conn:
         runs.heartbeat(conn, message.list_id, message.run_id, deps.clock())
     return _finish_fetch_if_done(deps, connection, message)
-
-
-def _merge(conn: sa.Connection, list_id: str, members: list[FetchedMember]) -> None:
-    members.sort(key=lambda member: member.member_id)  # one lock order for concurrent pages
-    previous = cache.load_mailchimp_data(conn, list_id, [m.member_id for m in members])
-    rows = [
-        cache.FetchedRow(
-            member_id=member.member_id,
-            email=member.email,
-            status=member.status.value,
-            updated=member.last_changed,
-            mailchimp_data=merge_mailchimp_data(previous.get(member.member_id), member),
-        )
-        for member in members
-    ]
-    cache.upsert_fetched(conn, list_id, rows)
 
 
 def _finish_fetch_if_done(
@@ -208,7 +181,7 @@ def _page_query(since: datetime | None, offset: int, count: int = PAGE_SIZE) -> 
     query: dict[str, Any] = {
         "count": count,
         "offset": offset,
-        "fields": MEMBER_FIELDS,
+        "fields": PAGE_FIELDS,
         "sort_field": "last_changed",
         "sort_dir": "ASC",
     }

@@ -36,36 +36,45 @@ class StageReport:
     counts: Mapping[str, int] = field(default_factory=dict)
 
 
-def fix_contact_ids(conn: sa.Connection, sc: SyncConnection) -> StageReport:
+def fix_contact_ids(
+    conn: sa.Connection, sc: SyncConnection, cache_ids: Sequence[int] | None = None
+) -> StageReport:
     """``readyToFixContactIds``: unlink rows of deleted/missing contacts (-> ``todo``),
     delete rows with neither member nor contact, then match contact-less rows by email.
+    ``cache_ids`` limits the unlinking and matching to those rows (a webhook's member).
 
     Idempotent: a second run finds nothing to unlink, delete or match.
     """
-    cleared = cache.clear_missing_contacts(conn, sc.list_id)
-    deleted = cache.delete_orphan_rows(conn, sc.list_id)
-    phases = cache.match_contacts_by_email(conn, sc.list_id, sc.subscription_group_id)
+    cleared = cache.clear_missing_contacts(conn, sc.list_id, cache_ids)
+    deleted = cache.delete_orphan_rows(conn, sc.list_id) if cache_ids is None else 0
+    group = sc.subscription_group_id
+    phases = cache.match_contacts_by_email(conn, sc.list_id, group, cache_ids)
     counts = {"cleared": cleared, "deleted": deleted}
     counts.update({f"matched_phase_{phase}": phases.get(phase, 0) for phase in range(1, 5)})
     return StageReport(Stage.READY_TO_FIX_CONTACT_IDS, counts)
 
 
-def create_new_contacts_from_mailchimp(conn: sa.Connection, sc: SyncConnection) -> StageReport:
+def create_new_contacts_from_mailchimp(
+    conn: sa.Connection, sc: SyncConnection, cache_ids: Sequence[int] | None = None
+) -> StageReport:
     """``readyToCreateNewContactsFromMailchimp``: a new Individual contact (Mailchimp email as
     primary + bulk-mail, Mailchimp names, source ``mailchimpsync``) for each row subscribed or
-    pending at Mailchimp that has none; then queue CRM best-email changes to Mailchimp.
+    pending at Mailchimp that has none; then (whole audience only) queue CRM best-email
+    changes to Mailchimp.
 
     Idempotent: created rows have a contact, and an email change already open is not queued
     again.
     """
     created = 0
     after = 0
-    while page := cache.members_without_contact(conn, sc.list_id, after, NEW_CONTACTS_PAGE):
+    while page := cache.members_without_contact(
+        conn, sc.list_id, after, NEW_CONTACTS_PAGE, cache_ids
+    ):
         ids = crm.insert_contacts(conn, [_new_contact(member) for member in page])
         cache.set_contact_ids(conn, {m.cache_id: cid for m, cid in zip(page, ids, strict=True)})
         created += len(ids)
         after = page[-1].cache_id
-    queued = updates.queue_best_email_changes(conn, sc.list_id)
+    queued = updates.queue_best_email_changes(conn, sc.list_id) if cache_ids is None else 0
     counts = {"created": created, "email_changes_queued": queued}
     return StageReport(Stage.READY_TO_CREATE_NEW_CONTACTS_FROM_MAILCHIMP, counts)
 
@@ -75,10 +84,13 @@ def _new_contact(member: cache.NewMember) -> crm.NewContact:
     return crm.NewContact(member.first_name, member.last_name, NEW_CONTACT_SOURCE, (email,))
 
 
-def clean_up_duplicates(conn: sa.Connection, sc: SyncConnection) -> StageReport:
+def clean_up_duplicates(
+    conn: sa.Connection, sc: SyncConnection, contact_ids: Sequence[int] | None = None
+) -> StageReport:
     """``readyToCleanUpDuplicates``: delete a CRM-only row (no member id) of a contact that
-    has a row with a member id in this audience. Idempotent: deleted rows are gone."""
-    deleted = cache.delete_crm_only_duplicates(conn, sc.list_id)
+    has a row with a member id in this audience (``contact_ids``: of those contacts only).
+    Idempotent: deleted rows are gone."""
+    deleted = cache.delete_crm_only_duplicates(conn, sc.list_id, contact_ids)
     return StageReport(Stage.READY_TO_CLEAN_UP_DUPLICATES, {"deleted": deleted})
 
 
@@ -108,7 +120,10 @@ def check_for_group_changes(
 
 
 def check_for_data_updates(
-    conn: sa.Connection, sc: SyncConnection, plugins: Sequence[DataPlugin]
+    conn: sa.Connection,
+    sc: SyncConnection,
+    plugins: Sequence[DataPlugin],
+    cache_ids: Sequence[int] | None = None,
 ) -> StageReport:
     """``readyToCheckForDataUpdates`` (data syncs only): compute the plugins' data for rows
     subscribed/pending at Mailchimp or ``todo``, store it in ``civicrm_data``
@@ -121,7 +136,7 @@ def check_for_data_updates(
         return StageReport(Stage.READY_TO_CHECK_FOR_DATA_UPDATES, {"computed": 0, "changed": 0})
     computed = changed = 0
     after = 0
-    while page := cache.load_plugin_rows(conn, sc.list_id, after, PLUGIN_PAGE):
+    while page := cache.load_plugin_rows(conn, sc.list_id, after, PLUGIN_PAGE, cache_ids):
         data = _plugin_data(conn, page, plugins)
         changed += cache.store_plugin_data(conn, data)
         computed += len(page)

@@ -1,4 +1,5 @@
-"""The webhook inbox: audience events stored before Mailchimp's request is answered.
+"""The webhook inbox: audience events stored before Mailchimp's request is answered; and the
+cache's email index, so a webhook finds its member's row without a scan of the audience.
 
 Revision ID: 0003_webhook_inbox
 Revises: 0002_run_state
@@ -19,6 +20,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 INBOX = "mailchimpsync_webhook_event"
+CACHE_EMAIL_INDEX = "ix_civicrm_mailchimpsync_cache_list_lower_email"
 
 
 def upgrade() -> None:
@@ -49,6 +51,13 @@ def upgrade() -> None:
         postgresql_where=sa.text("processed_at IS NULL"),
     )
 
+    op.create_index(
+        CACHE_EMAIL_INDEX,
+        "civicrm_mailchimpsync_cache",
+        ["mailchimp_list_id", sa.text("lower(mailchimp_email)")],
+    )
+
 
 def downgrade() -> None:
+    op.drop_index(CACHE_EMAIL_INDEX, "civicrm_mailchimpsync_cache")
     op.drop_table(INBOX)
