@@ -15,7 +15,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from common.db.schema import webhook_event
+from common.db.schema import connection, webhook_event, webhook_secret
+
+# Advisory lock (two-key space, like common.db.batches) held by one relay pass at a time.
+RELAY_LOCK = "mailchimpsync_webhook_relay"
 
 
 @dataclass(frozen=True)
@@ -52,12 +55,16 @@ def mark_published(conn: sa.Connection, event_ids: Sequence[int], now: datetime)
     return conn.execute(statement).rowcount
 
 
-def unpublished(conn: sa.Connection, received_before: datetime, limit: int) -> list[int]:
-    """Events never published that arrived before ``received_before``, oldest first."""
+def unpublished(
+    conn: sa.Connection, received_before: datetime, limit: int, after_id: int = 0
+) -> list[int]:
+    """Events never published that arrived before ``received_before``, oldest first
+    (ids above ``after_id``: keyset paging)."""
     query = (
         sa.select(webhook_event.c.id)
         .where(webhook_event.c.published_at.is_(None))
         .where(webhook_event.c.received_at < received_before)
+        .where(webhook_event.c.id > after_id)
         .order_by(webhook_event.c.id)
         .limit(limit)
     )
@@ -89,3 +96,25 @@ def finish(conn: sa.Connection, event_id: int, outcome: str, now: datetime) -> N
             published_at=sa.func.coalesce(webhook_event.c.published_at, now),
         )
     )
+
+
+def secret_accounts(conn: sa.Connection) -> list[tuple[str, int]]:
+    """Every webhook secret with its account, for a constant-time comparison by the caller."""
+    query = sa.select(webhook_secret.c.secret, webhook_secret.c.account_id)
+    return [(row.secret, row.account_id) for row in conn.execute(query)]
+
+
+def audience_account(conn: sa.Connection, list_id: str) -> int | None:
+    """The account whose sync connection covers this audience; None if it is not synced."""
+    query = sa.select(connection.c.account_id).where(connection.c.mailchimp_list_id == list_id)
+    return conn.execute(query).scalar_one_or_none()
+
+
+def try_lock_relay(conn: sa.Connection) -> bool:
+    """Take the relay's lock for the caller's transaction; False if another relay holds it.
+
+    A lock on the pass, not on rows: a row lock held while publishing would make the
+    reconciler's ``claim`` (SKIP LOCKED) take a just-published event for one being done.
+    """
+    statement = sa.text("SELECT pg_try_advisory_xact_lock(hashtext(:name), 0)")
+    return bool(conn.execute(statement, {"name": RELAY_LOCK}).scalar_one())

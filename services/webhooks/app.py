@@ -1,81 +1,129 @@
-"""The HTTP edge for Mailchimp's webhooks: check the secret, parse, enqueue, answer fast.
+"""The HTTP edge for Mailchimp's webhooks: check the secret, parse, store or enqueue, answer fast.
 
 ``GET|POST /mailchimp/batch-webhook?secret=...``: Mailchimp calls it when any batch of the
 account finishes. The answer is 200 as soon as ``ProcessBatch`` is enqueued; the submitter
 re-reads the batch from the API (never trusting the posted URL) and ignores batches that
 are not ours. Batch ids are enqueued even when we do not know them yet: the webhook can
 beat the commit that records a batch we just posted, and the submitter's poller covers it.
-Bad input gets a 4xx naming what is wrong, never a 5xx.
+
+``GET|POST /mailchimp/webhook?secret=...``: an audience's member events. The secret must
+belong to the account whose sync connection covers the audience (401 otherwise). An event
+is validated, then stored in the inbox and committed in one short transaction before the
+200; ``SyncMember`` is sent after the answer, and if the broker is down the event stays
+unpublished for the relay (``services.webhooks.relay``): nothing is lost, and Mailchimp's
+10 s limit never waits on RabbitMQ. ``campaign`` and audiences we do not sync are
+acknowledged and dropped. Bad input gets a 4xx naming what is wrong, never a 5xx.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 import sqlalchemy as sa
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from common.db.config import webhook_secrets
-from common.messages import Message, ProcessBatch
-from common.webhook_urls import BATCH_WEBHOOK_PATH
+from common.audience_events import AudienceEvent
+from common.db import inbox
+from common.messages import Message, ProcessBatch, SyncMember
+from common.webhook_urls import AUDIENCE_WEBHOOK_PATH, BATCH_WEBHOOK_PATH
 from services.webhooks.parse import (
     MAX_BODY_BYTES,
+    AudienceWebhook,
     BatchCompleted,
     PayloadError,
     decode_form,
+    parse_audience_webhook,
     parse_batch_webhook,
 )
 
+__all__ = ["AUDIENCE_WEBHOOK_PATH", "BATCH_WEBHOOK_PATH", "Deps", "create_app", "create_router"]
+
 log = logging.getLogger(__name__)
 
-
 FORM_TYPE = "application/x-www-form-urlencoded"
+UNAUTHORIZED = {"ok": False, "error": "unauthorized"}
 
 
 class Sender(Protocol):
     def __call__(self, *messages: Message) -> None: ...
 
 
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass(frozen=True)
 class Deps:
-    """What the app needs: the database (for secrets) and a way to enqueue messages."""
+    """What the app needs: the database (secrets, inbox), a way to enqueue, a clock."""
 
     engine: sa.Engine
     send: Sender
+    clock: Callable[[], datetime] = field(default=utcnow)
 
 
 class Unauthorized(Exception):
-    """No secret, or one we do not hold; the answer never says which."""
+    """No secret, or one we do not hold (or not for this audience); the answer never says which."""
 
 
 def create_app(deps: Deps) -> FastAPI:
-    """The webhooks app: the batch webhook route and ``GET /healthz``."""
+    """The webhooks app: both webhook routes and ``GET /healthz``."""
     app = FastAPI(title="mcsync webhooks", docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(create_router(deps))
+    return app
 
-    @app.get("/healthz")
+
+def create_router(deps: Deps) -> APIRouter:
+    """The batch and audience webhook routes and ``GET /healthz``, to mount in any app."""
+    router = APIRouter()
+
+    @router.get("/healthz")
     def healthz() -> dict[str, bool]:
         return {"ok": True}
 
-    @app.api_route(BATCH_WEBHOOK_PATH, methods=["GET", "POST"])
+    @router.api_route(BATCH_WEBHOOK_PATH, methods=["GET", "POST"])
     async def batch_webhook(request: Request) -> JSONResponse:
         try:
             await run_in_threadpool(check_secret, deps.engine, request.query_params.get("secret"))
             await _handle_batch_webhook(request, deps.send)
         except Unauthorized:
             log.warning("batch webhook refused: missing or unknown secret")
-            return JSONResponse({"ok": False, "error": "unauthorized"}, status_code=401)
+            return JSONResponse(UNAUTHORIZED, status_code=401)
         except PayloadError as error:
-            log.warning("batch webhook refused: %s", error)
-            body = {"ok": False, "error": str(error), "field": error.field}
-            return JSONResponse(body, status_code=400)
+            return _refused("batch", error)
         return JSONResponse({"ok": True})
 
-    return app
+    @router.api_route(AUDIENCE_WEBHOOK_PATH, methods=["GET", "POST"])
+    async def audience_webhook(request: Request) -> JSONResponse:
+        parsed = await _parse_audience_request(request)
+        secret = request.query_params.get("secret")
+        try:
+            event_id = await run_in_threadpool(accept, deps.engine, secret, parsed)
+        except Unauthorized:
+            log.warning("audience webhook refused: missing or unknown secret")
+            return JSONResponse(UNAUTHORIZED, status_code=401)
+        except PayloadError as error:
+            return _refused("audience", error)
+        if event_id is None:
+            return JSONResponse({"ok": True})
+        return JSONResponse({"ok": True}, background=BackgroundTask(publish, deps, event_id))
+
+    return router
+
+
+def _refused(kind: str, error: PayloadError) -> JSONResponse:
+    log.warning("%s webhook refused: %s", kind, error)
+    return JSONResponse({"ok": False, "error": str(error), "field": error.field}, status_code=400)
+
+
+# --- secrets ---------------------------------------------------------------------------------
 
 
 def check_secret(engine: sa.Engine, given: str | None) -> None:
@@ -83,24 +131,111 @@ def check_secret(engine: sa.Engine, given: str | None) -> None:
     if not given:
         raise Unauthorized
     with engine.connect() as conn:
-        stored = webhook_secrets(conn)
+        _accounts_of(given, inbox.secret_accounts(conn))
+
+
+def _accounts_of(given: str | None, stored: Iterable[tuple[str, int]]) -> frozenset[int]:
+    """The accounts whose secret is ``given``; Unauthorized if none."""
+    if not given:
+        raise Unauthorized
     candidate = given.encode("utf-8", "surrogatepass")
     # Compare with every secret (no early exit) so timing says nothing about which matched.
-    matches = [hmac.compare_digest(candidate, secret.encode()) for secret in stored]
-    if not any(matches):
+    matches = [
+        (hmac.compare_digest(candidate, secret.encode()), account) for secret, account in stored
+    ]
+    accounts = frozenset(account for matched, account in matches if matched)
+    if not accounts:
         raise Unauthorized
+    return accounts
+
+
+# --- batch webhook ---------------------------------------------------------------------------
 
 
 async def _handle_batch_webhook(request: Request, send: Sender) -> None:
     if request.method == "GET":
         return  # Mailchimp checking the URL
-    body = await _read_body(request)
-    if body.strip():
-        _check_content_type(request)
-    event = parse_batch_webhook(decode_form(body))
+    event = parse_batch_webhook(await _read_form(request))
     if isinstance(event, BatchCompleted):
         await run_in_threadpool(send, ProcessBatch(mailchimp_batch_id=event.batch_id))
         log.info("batch %s finished: ProcessBatch enqueued", event.batch_id)
+
+
+# --- audience webhook ------------------------------------------------------------------------
+
+
+async def _parse_audience_request(request: Request) -> AudienceWebhook | PayloadError:
+    """The parsed request, or the error to answer once the secret is known to be good (an
+    unauthenticated caller learns nothing about its payload)."""
+    if request.method == "GET":
+        return parse_audience_webhook({})  # Mailchimp checking the URL
+    try:
+        return parse_audience_webhook(await _read_form(request))
+    except PayloadError as error:
+        return error
+
+
+def accept(
+    engine: sa.Engine, secret: str | None, parsed: AudienceWebhook | PayloadError
+) -> int | None:
+    """Check the secret, then store a member event in the inbox and commit; return its id.
+
+    None when there is nothing to store: a URL check, ``campaign``, or an audience without
+    a sync connection. One short transaction: the secrets, the audience's account, the insert.
+    """
+    if not secret:
+        raise Unauthorized
+    with engine.begin() as conn:
+        accounts = _accounts_of(secret, inbox.secret_accounts(conn))
+        if isinstance(parsed, PayloadError):
+            raise parsed
+        if not isinstance(parsed, AudienceEvent):
+            return None
+        return _store(conn, accounts, parsed)
+
+
+def _store(conn: sa.Connection, accounts: frozenset[int], event: AudienceEvent) -> int | None:
+    owner = inbox.audience_account(conn, event.list_id)
+    if owner is None:
+        log.info("%s for audience %s ignored: not synced", event.type, event.list_id)
+        return None
+    if owner not in accounts:
+        # A secret speaks for its own account's audiences only.
+        log.warning(
+            "%s for audience %s refused: another account's secret", event.type, event.list_id
+        )
+        raise Unauthorized
+    event_id = inbox.record(conn, event.list_id, event.type.value, event.to_json())
+    log.info("%s for audience %s stored as event %d", event.type, event.list_id, event_id)
+    return event_id
+
+
+def publish(deps: Deps, event_id: int) -> None:
+    """Send ``SyncMember`` for a stored event and note it; on failure the relay sends it later.
+
+    Runs after the answer (a background task), so a slow or absent broker never delays it.
+    """
+    try:
+        deps.send(SyncMember(event_id=event_id))
+    except Exception:  # any broker failure: the event is safe in the inbox
+        log.warning("SyncMember(%d) not sent; the relay will publish it", event_id, exc_info=True)
+        return
+    try:
+        with deps.engine.begin() as conn:
+            inbox.mark_published(conn, [event_id], deps.clock())
+    except sa.exc.SQLAlchemyError:
+        # Sent but not noted: the relay sends it again, which the reconciler's claim absorbs.
+        log.warning("event %d sent but not marked published", event_id, exc_info=True)
+
+
+# --- request bodies --------------------------------------------------------------------------
+
+
+async def _read_form(request: Request) -> dict[str, str]:
+    body = await _read_body(request)
+    if body.strip():
+        _check_content_type(request)
+    return decode_form(body)
 
 
 async def _read_body(request: Request) -> bytes:

@@ -1,0 +1,231 @@
+"""The audience webhook over a real Postgres: secrets, URL checks, the inbox, SyncMember."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+
+import pytest
+import sqlalchemy as sa
+from audience_support import LIST_ID, SECRET, Recorder, inbox_rows, synced_audience
+from webhooks_support import FORM, TestClient
+
+from common.audience_events import AudienceEvent, AudienceEventType
+from common.messages import SyncMember
+from services.webhooks.app import AUDIENCE_WEBHOOK_PATH, BATCH_WEBHOOK_PATH, Deps, create_app
+
+pytestmark = pytest.mark.integration
+
+URL = f"{AUDIENCE_WEBHOOK_PATH}?secret={SECRET}"
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+MERGES = {"data[merges][EMAIL]": "jane.doe@example.com", "data[merges][FNAME]": "Jane"}
+MEMBER = {
+    "data[id]": "e2ff089583",
+    "data[list_id]": LIST_ID,
+    "data[email]": "jane.doe@example.com",
+    "data[email_type]": "html",
+    "data[web_id]": "161912900",
+}
+EVENT = {"list_id": LIST_ID, "email": "jane.doe@example.com"}
+
+# (the form Mailchimp posts, the event stored for it)
+CASES = {
+    "subscribe": (
+        {"type": "subscribe", "fired_at": "2021-07-28 08:06:59", **MEMBER, **MERGES,
+         "data[merges][LNAME]": "Doe"},
+        AudienceEvent(AudienceEventType.SUBSCRIBE, **EVENT,
+                      fired_at=datetime(2021, 7, 28, 8, 6, 59, tzinfo=UTC),
+                      first_name="Jane", last_name="Doe"),
+    ),
+    "unsubscribe": (
+        {"type": "unsubscribe", "fired_at": "2014-10-22 13:10:40", "data[action]": "unsub",
+         "data[reason]": "manual", "data[campaign_id]": "cb398d21d2", **MEMBER},
+        AudienceEvent(AudienceEventType.UNSUBSCRIBE, **EVENT,
+                      fired_at=datetime(2014, 10, 22, 13, 10, 40, tzinfo=UTC),
+                      reason="manual", action="unsub"),
+    ),
+    "profile": (
+        {"type": "profile", "fired_at": "2021-07-28 09:00:00", **MEMBER, **MERGES,
+         "data[merges][LNAME]": ""},
+        AudienceEvent(AudienceEventType.PROFILE, **EVENT,
+                      fired_at=datetime(2021, 7, 28, 9, 0, tzinfo=UTC),
+                      first_name="Jane", last_name=""),
+    ),
+    "cleaned": (
+        {"type": "cleaned", "fired_at": "2009-03-26 22:01:00", "data[list_id]": LIST_ID,
+         "data[campaign_id]": "4fjk2ma9xd", "data[reason]": "hard",
+         "data[email]": "jane.doe@example.com"},
+        AudienceEvent(AudienceEventType.CLEANED, **EVENT,
+                      fired_at=datetime(2009, 3, 26, 22, 1, tzinfo=UTC), reason="hard"),
+    ),
+    "upemail": (
+        {"type": "upemail", "fired_at": "2017-04-23 08:08:31", "data[list_id]": LIST_ID,
+         "data[new_id]": "50696b797a", "data[new_email]": "jane.new@example.com",
+         "data[old_email]": "jane.doe@example.com"},
+        AudienceEvent(AudienceEventType.UPEMAIL, LIST_ID, "jane.new@example.com",
+                      fired_at=datetime(2017, 4, 23, 8, 8, 31, tzinfo=UTC),
+                      old_email="jane.doe@example.com"),
+    ),
+}  # fmt: skip
+CAMPAIGN = {"type": "campaign", "data[id]": "5aa2102003", "data[list_id]": LIST_ID}
+
+
+@pytest.fixture
+def sent() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def client(clean_tables: sa.Engine, sent: Recorder) -> Iterator[TestClient]:
+    synced_audience(clean_tables)
+    app = create_app(Deps(engine=clean_tables, send=sent, clock=lambda: NOW))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def _post(client: TestClient, fields: dict[str, str], url: str = URL) -> tuple[int, object]:
+    reply = client.post(url, content=urlencode(fields), headers=FORM)
+    return reply.status_code, reply.json()
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_each_member_event_is_stored_with_exactly_its_fields_and_sync_member_is_sent(
+    client: TestClient, clean_tables: sa.Engine, sent: Recorder, kind: str
+) -> None:
+    form, expected = CASES[kind]
+    assert _post(client, form) == (200, {"ok": True})
+    [row] = inbox_rows(clean_tables)
+    assert (row.list_id, row.event_type, row.event) == (LIST_ID, kind, expected)
+    assert sent.messages == [SyncMember(event_id=row.id)]
+    assert row.published_at == NOW
+
+
+def test_the_same_event_posted_twice_is_stored_twice_for_the_reconciler_to_absorb(
+    client: TestClient, clean_tables: sa.Engine, sent: Recorder
+) -> None:
+    form, _ = CASES["subscribe"]
+    _post(client, form)
+    _post(client, form)
+    assert [r.id for r in inbox_rows(clean_tables)] == sent.sync_members()
+
+
+def test_a_campaign_event_is_acknowledged_and_not_stored(
+    client: TestClient, clean_tables: sa.Engine, sent: Recorder
+) -> None:
+    assert _post(client, CAMPAIGN) == (200, {"ok": True})
+    assert inbox_rows(clean_tables) == []
+    assert sent.messages == []
+
+
+def test_an_event_for_an_audience_we_do_not_sync_is_acknowledged_and_not_stored(
+    client: TestClient, clean_tables: sa.Engine, sent: Recorder
+) -> None:
+    form = {**CASES["subscribe"][0], "data[list_id]": "0000000000"}
+    assert _post(client, form) == (200, {"ok": True})
+    assert inbox_rows(clean_tables) == []
+    assert sent.messages == []
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("query", ["", "?secret=", "?secret=wrong", f"?secret={SECRET}x"])
+def test_no_secret_or_a_wrong_one_is_unauthorized_and_stores_nothing(
+    client: TestClient, clean_tables: sa.Engine, sent: Recorder, method: str, query: str
+) -> None:
+    body = urlencode(CASES["subscribe"][0])
+    reply = client.request(method, AUDIENCE_WEBHOOK_PATH + query, content=body, headers=FORM)
+    assert (reply.status_code, reply.json()) == (401, {"ok": False, "error": "unauthorized"})
+    assert inbox_rows(clean_tables) == []
+    assert sent.messages == []
+
+
+def test_a_bad_payload_without_the_secret_is_unauthorized_not_a_400(client: TestClient) -> None:
+    assert _post(client, {"type": "subscribe"}, AUDIENCE_WEBHOOK_PATH)[0] == 401
+
+
+def test_another_accounts_secret_cannot_post_events_for_this_audience(
+    client: TestClient, clean_tables: sa.Engine, sent: Recorder
+) -> None:
+    synced_audience(clean_tables, "b0b0b0b0b0", "secret-of-b", api_key="b" * 32, group_id=2)
+    url = f"{AUDIENCE_WEBHOOK_PATH}?secret=secret-of-b"
+    assert _post(client, CASES["subscribe"][0], url)[0] == 401
+    assert inbox_rows(clean_tables) == []
+    form = {**CASES["subscribe"][0], "data[list_id]": "b0b0b0b0b0"}
+    assert _post(client, form, url) == (200, {"ok": True})
+    assert [row.list_id for row in inbox_rows(clean_tables)] == ["b0b0b0b0b0"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "field"),
+    [
+        ("subscribe", "data[email]"),
+        ("subscribe", "data[list_id]"),
+        ("unsubscribe", "data[email]"),
+        ("profile", "data[list_id]"),
+        ("cleaned", "data[email]"),
+        ("upemail", "data[new_email]"),
+        ("upemail", "data[old_email]"),
+        ("subscribe", "type"),
+    ],
+)
+def test_a_missing_field_is_a_400_naming_it_and_nothing_is_stored(
+    client: TestClient, clean_tables: sa.Engine, sent: Recorder, kind: str, field: str
+) -> None:
+    form = {k: v for k, v in CASES[kind][0].items() if k != field}
+    status, body = _post(client, form)
+    assert status == 400
+    assert isinstance(body, dict)
+    assert body["field"] == field
+    assert field in body["error"]
+    assert inbox_rows(clean_tables) == []
+    assert sent.messages == []
+
+
+def test_a_malformed_fired_at_is_a_400_naming_it(
+    client: TestClient, clean_tables: sa.Engine
+) -> None:
+    form = {**CASES["cleaned"][0], "fired_at": "2009-03-26T22:01:00Z"}
+    status, body = _post(client, form)
+    assert (status, isinstance(body, dict) and body["field"]) == (400, "fired_at")
+    assert inbox_rows(clean_tables) == []
+
+
+def test_a_get_is_mailchimp_checking_the_url(
+    client: TestClient, clean_tables: sa.Engine, sent: Recorder
+) -> None:
+    reply = client.get(URL, headers={"User-Agent": "MailChimp.com WebHook Validator"})
+    assert (reply.status_code, reply.json()) == (200, {"ok": True})
+    assert inbox_rows(clean_tables) == []
+
+
+@pytest.mark.parametrize("body", ["", "&&", "  "])
+def test_an_empty_post_is_mailchimp_checking_the_url(
+    client: TestClient, clean_tables: sa.Engine, body: str
+) -> None:
+    assert client.post(URL, content=body, headers=FORM).status_code == 200
+    assert client.post(URL).status_code == 200
+    assert inbox_rows(clean_tables) == []
+
+
+def test_a_batch_event_on_the_audience_route_is_a_400_naming_the_type(client: TestClient) -> None:
+    status, body = _post(client, {"type": "batch_operation_completed", "data[id]": "8b2428d747"})
+    assert (status, isinstance(body, dict) and body["field"]) == (400, "type")
+
+
+def test_an_audience_event_on_the_batch_route_is_a_400_and_not_stored(
+    client: TestClient, clean_tables: sa.Engine
+) -> None:
+    status, _ = _post(client, CASES["subscribe"][0], f"{BATCH_WEBHOOK_PATH}?secret={SECRET}")
+    assert status == 400
+    assert inbox_rows(clean_tables) == []
+
+
+def test_with_the_broker_down_the_event_is_still_acknowledged_and_kept_unpublished(
+    clean_tables: sa.Engine,
+) -> None:
+    synced_audience(clean_tables)
+    app = create_app(Deps(engine=clean_tables, send=Recorder(down=True)))
+    with TestClient(app) as client:
+        assert _post(client, CASES["subscribe"][0]) == (200, {"ok": True})
+    [row] = inbox_rows(clean_tables)
+    assert (row.event_type, row.published_at) == ("subscribe", None)

@@ -1,0 +1,140 @@
+"""The relay publishes what the webhook could not: broker down, process died after commit."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+
+import pytest
+import sqlalchemy as sa
+from audience_support import LIST_ID, SECRET, Recorder, inbox_rows, synced_audience
+from webhooks_support import FORM, TestClient
+
+from common.audience_events import AudienceEvent, AudienceEventType
+from common.db import inbox
+from common.messages import SyncMember
+from services.webhooks.app import AUDIENCE_WEBHOOK_PATH, Deps, create_app
+from services.webhooks.relay import Relay, publish_pending
+
+pytestmark = pytest.mark.integration
+
+URL = f"{AUDIENCE_WEBHOOK_PATH}?secret={SECRET}"
+LATER = timedelta(minutes=1)
+
+
+def _subscribe(n: int) -> str:
+    return urlencode(
+        {"type": "subscribe", "data[list_id]": LIST_ID, "data[email]": f"p{n}@example.com"}
+    )
+
+
+def _store(engine: sa.Engine, count: int) -> list[int]:
+    """Events stored as if the process died before publishing them."""
+    event = AudienceEvent(AudienceEventType.SUBSCRIBE, LIST_ID, "x@example.com")
+    with engine.begin() as conn:
+        return [inbox.record(conn, LIST_ID, "subscribe", event.to_json()) for _ in range(count)]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@pytest.fixture
+def engine(clean_tables: sa.Engine) -> Iterator[sa.Engine]:
+    synced_audience(clean_tables)
+    yield clean_tables
+
+
+def test_events_taken_while_the_broker_was_down_are_published_once_by_the_relay(
+    engine: sa.Engine,
+) -> None:
+    with TestClient(create_app(Deps(engine=engine, send=Recorder(down=True)))) as client:
+        for n in range(3):
+            reply = client.post(URL, content=_subscribe(n), headers=FORM)
+            assert reply.status_code == 200
+    stored = inbox_rows(engine)
+    assert [row.published_at for row in stored] == [None, None, None]
+
+    sent, now = Recorder(), _now() + LATER
+    assert publish_pending(engine, sent, now) == 3
+    assert sent.messages == [SyncMember(event_id=row.id) for row in stored]
+    assert [row.published_at for row in inbox_rows(engine)] == [now, now, now]
+
+    again = Recorder()
+    assert publish_pending(engine, again, now + LATER) == 0
+    assert again.messages == []
+
+
+def test_events_younger_than_the_grace_period_are_left_to_the_webhooks_own_send(
+    engine: sa.Engine,
+) -> None:
+    _store(engine, 2)
+    sent = Recorder()
+    assert publish_pending(engine, sent, _now(), grace=timedelta(seconds=30)) == 0
+    assert sent.messages == []
+
+
+def test_a_pass_publishes_a_backlog_in_bounded_pages_oldest_first(engine: sa.Engine) -> None:
+    ids = _store(engine, 7)
+    sent = Recorder()
+    assert publish_pending(engine, sent, _now() + LATER, page_size=3) == 7
+    assert sent.sync_members() == ids
+
+
+def test_already_published_events_are_not_sent_again(engine: sa.Engine) -> None:
+    first, second = _store(engine, 2)
+    with engine.begin() as conn:
+        inbox.mark_published(conn, [first], _now())
+    sent = Recorder()
+    assert publish_pending(engine, sent, _now() + LATER) == 1
+    assert sent.sync_members() == [second]
+
+
+def test_with_the_broker_still_down_a_pass_fails_and_marks_nothing(engine: sa.Engine) -> None:
+    _store(engine, 2)
+    with pytest.raises(ConnectionError):
+        publish_pending(engine, Recorder(down=True), _now() + LATER)
+    assert [row.published_at for row in inbox_rows(engine)] == [None, None]
+
+
+def test_a_relay_finding_another_relay_at_work_publishes_nothing(engine: sa.Engine) -> None:
+    _store(engine, 2)
+    sent = Recorder()
+    with engine.begin() as other_replica:
+        assert inbox.try_lock_relay(other_replica)
+        assert publish_pending(engine, sent, _now() + LATER) == 0
+    assert sent.messages == []
+    assert publish_pending(engine, sent, _now() + LATER) == 2
+
+
+def test_the_relay_thread_publishes_survives_a_broker_outage_and_stops_promptly(
+    engine: sa.Engine,
+) -> None:
+    ids = _store(engine, 3)
+    sent = Recorder(down=True)
+    relay = Relay(engine, sent, every_seconds=0.05, grace_seconds=0)
+    relay.start()
+    try:
+        time.sleep(0.2)  # a few failing passes
+        sent.down = False
+        deadline = time.monotonic() + 10
+        while sent.sync_members() != ids and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        started = time.monotonic()
+        relay.stop()
+        assert time.monotonic() - started < 1
+    assert sent.sync_members() == ids
+    assert all(row.published_at is not None for row in inbox_rows(engine))
+
+
+def test_a_relay_with_a_long_period_still_stops_at_once() -> None:
+    relay = Relay(sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none"), Recorder())
+    relay.every_seconds = 60
+    relay.start()
+    time.sleep(0.05)
+    started = time.monotonic()
+    relay.stop()
+    assert time.monotonic() - started < 1
