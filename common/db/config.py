@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from common.db.schema import account, connection, interest_map, webhook_secret
+from common.db.schema import (
+    account,
+    batch,
+    cache,
+    connection,
+    fetch_page,
+    group,
+    interest_map,
+    status,
+    webhook_event,
+    webhook_secret,
+)
 from common.vocabulary import TrustOverride
 
 
@@ -159,6 +170,168 @@ def clear_trust_overrides(conn: sa.Connection, connection_id: int) -> None:
         .where(interest_map.c.connection_id == connection_id)
         .values(trust_override="")
     )
+
+# --- the whole configuration (the admin action updateconfig) -------------------------------
+
+
+@dataclass(frozen=True)
+class ConnectionSetup:
+    """One sync connection as the configuration states it."""
+
+    list_id: str
+    subscription_group_id: int
+    data_sync: bool = False
+    trust_override: TrustOverride = TrustOverride.NONE
+    interests: tuple[InterestMapping, ...] = ()
+
+
+@dataclass(frozen=True)
+class AccountSetup:
+    """One Mailchimp account and its sync connections, as the configuration states them."""
+
+    name: str
+    api_key: str
+    connections: tuple[ConnectionSetup, ...] = ()
+
+
+def lock_config(conn: sa.Connection) -> None:
+    """Serialise changes to the configuration for the rest of this transaction."""
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('mailchimpsync-config'))"))
+
+
+def missing_groups(conn: sa.Connection, group_ids: Iterable[int]) -> list[int]:
+    """Those of ``group_ids`` that are not CRM groups, in ascending order."""
+    wanted = sorted(set(group_ids))
+    found = set(conn.scalars(sa.select(group.c.id).where(group.c.id.in_(wanted))))
+    return [group_id for group_id in wanted if group_id not in found]
+
+
+def replace_config(conn: sa.Connection, accounts: Sequence[AccountSetup]) -> list[str]:
+    """Make the stored configuration exactly ``accounts``; return the audiences removed.
+
+    Accounts (by API key) and connections (by audience) that stay keep their ids, webhook
+    secrets and webhook ids. A removed connection or account takes its audiences' rows in
+    our tables with it (``forget_audiences``). Run it in one transaction, after
+    ``lock_config``: a failure half way leaves nothing changed.
+    """
+    wanted = {c.list_id for a in accounts for c in a.connections}
+    stored = conn.scalars(sa.select(connection.c.mailchimp_list_id)).all()
+    removed = sorted(set(stored) - wanted)
+    forget_audiences(conn, removed)
+    conn.execute(sa.delete(connection).where(connection.c.mailchimp_list_id.in_(removed)))
+    account_ids = _upsert_accounts(conn, accounts)
+    connection_ids = _upsert_connections(conn, accounts, account_ids)
+    _replace_interests(conn, accounts, connection_ids)
+    # Last: a connection that moved to another account has left the removed one by now.
+    keys = [a.api_key for a in accounts]
+    conn.execute(sa.delete(account).where(account.c.api_key.not_in(keys)))
+    return removed
+
+
+def _upsert_accounts(conn: sa.Connection, accounts: Sequence[AccountSetup]) -> dict[str, int]:
+    if not accounts:
+        return {}
+    insert = pg_insert(account).values([{"name": a.name, "api_key": a.api_key} for a in accounts])
+    statement = insert.on_conflict_do_update(
+        index_elements=[account.c.api_key], set_={"name": insert.excluded.name}
+    ).returning(account.c.api_key, account.c.id)
+    return {key: account_id for key, account_id in conn.execute(statement)}
+
+
+def _upsert_connections(
+    conn: sa.Connection, accounts: Sequence[AccountSetup], account_ids: Mapping[str, int]
+) -> dict[str, int]:
+    rows = [
+        {
+            "account_id": account_ids[a.api_key],
+            "mailchimp_list_id": c.list_id,
+            "subscription_group_id": c.subscription_group_id,
+            "data_sync": c.data_sync,
+            "trust_override": c.trust_override.value,
+        }
+        for a in accounts
+        for c in a.connections
+    ]
+    if not rows:
+        return {}
+    # Groups are unique per connection and checked row by row: park the kept connections on
+    # a placeholder first, so two connections can swap their groups in one change.
+    list_ids = [row["mailchimp_list_id"] for row in rows]
+    conn.execute(
+        sa.update(connection)
+        .where(connection.c.mailchimp_list_id.in_(list_ids))
+        .values(subscription_group_id=-connection.c.id)
+    )
+    insert = pg_insert(connection).values(rows)
+    statement = insert.on_conflict_do_update(
+        index_elements=[connection.c.mailchimp_list_id],
+        set_={
+            name: insert.excluded[name]
+            for name in ("account_id", "subscription_group_id", "data_sync", "trust_override")
+        },
+    ).returning(connection.c.mailchimp_list_id, connection.c.id)
+    return {list_id: connection_id for list_id, connection_id in conn.execute(statement)}
+
+
+def _replace_interests(
+    conn: sa.Connection, accounts: Sequence[AccountSetup], connection_ids: Mapping[str, int]
+) -> None:
+    conn.execute(
+        sa.delete(interest_map).where(interest_map.c.connection_id.in_(connection_ids.values()))
+    )
+    rows = [
+        {
+            "connection_id": connection_ids[c.list_id],
+            "interest_id": i.interest_id,
+            "group_id": i.group_id,
+            "trust_override": i.trust_override.value,
+        }
+        for a in accounts
+        for c in a.connections
+        for i in c.interests
+    ]
+    if rows:
+        conn.execute(sa.insert(interest_map), rows)
+
+
+def forget_audiences(conn: sa.Connection, list_ids: Sequence[str]) -> None:
+    """Delete everything our tables hold about these audiences: cache rows (and their
+    updates), batches, the status row, fetch pages and webhook events."""
+    if not list_ids:
+        return
+    # Wait for a stage working on the audience to commit, so it cannot write after us.
+    conn.execute(sa.select(status.c.id).where(status.c.list_id.in_(list_ids)).with_for_update())
+    conn.execute(sa.delete(cache).where(cache.c.mailchimp_list_id.in_(list_ids)))
+    conn.execute(sa.delete(batch).where(batch.c.mailchimp_list_id.in_(list_ids)))
+    conn.execute(sa.delete(fetch_page).where(fetch_page.c.list_id.in_(list_ids)))
+    conn.execute(sa.delete(webhook_event).where(webhook_event.c.mailchimp_list_id.in_(list_ids)))
+    conn.execute(sa.delete(status).where(status.c.list_id.in_(list_ids)))
+
+
+def read_config(conn: sa.Connection) -> list[AccountSetup]:
+    """The stored configuration: every account (by id) with its connections (by id)."""
+    connections = load_connections(conn)
+    accounts = conn.execute(
+        sa.select(account.c.id, account.c.name, account.c.api_key).order_by(account.c.id)
+    )
+    return [
+        AccountSetup(
+            name=name,
+            api_key=api_key,
+            connections=tuple(
+                ConnectionSetup(
+                    list_id=c.list_id,
+                    subscription_group_id=c.subscription_group_id,
+                    data_sync=c.data_sync,
+                    trust_override=c.trust_override,
+                    interests=c.interests,
+                )
+                for c in connections
+                if c.account_id == account_id
+            ),
+        )
+        for account_id, name, api_key in accounts
+    ]
 
 
 def add_webhook_secret(conn: sa.Connection, account_id: int, secret: str) -> None:
