@@ -417,8 +417,11 @@ def set_sync_statuses(conn: sa.Connection, statuses: Sequence[RowStatus]) -> int
     """Set each row's ``sync_status`` in one statement."""
     if not statuses:
         return 0
-    rows = [{"id": s.cache_id, "status": s.sync_status.value} for s in statuses]
-    return conn.execute(_SET_STATUSES, {"rows": _json(rows)}).rowcount
+    params = {
+        "ids": [s.cache_id for s in statuses],
+        "statuses": [s.sync_status.value for s in statuses],
+    }
+    return conn.execute(_SET_STATUSES, params).rowcount
 
 
 _UPSERT_FETCHED = sa.text("""
@@ -618,24 +621,19 @@ _MARK_ALL_CONTACTS = sa.text("""
 """)
 # Dates are rendered in UTC whatever the session's TimeZone, so the snapshot is stable.
 _REFRESH_SNAPSHOTS = sa.text(f"""
-    UPDATE civicrm_mailchimpsync_cache c SET civicrm_groups = s.snapshot
-    FROM (
-        SELECT t.id, {_SNAPSHOT_OF_T} AS snapshot
-        FROM civicrm_mailchimpsync_cache t
-        WHERE t.mailchimp_list_id = :list_id AND t.sync_status = 'todo'
-    ) AS s
-    WHERE c.id = s.id AND c.civicrm_groups IS DISTINCT FROM s.snapshot
+    UPDATE civicrm_mailchimpsync_cache t SET civicrm_groups = {_SNAPSHOT_OF_T}
+    WHERE t.mailchimp_list_id = :list_id AND t.sync_status = 'todo'
+      AND t.civicrm_groups IS DISTINCT FROM {_SNAPSHOT_OF_T}
 """)
+# A direct UPDATE probing the (list, contact) index: as a join, the planner hashes the whole
+# audience to write a chunk's thousand rows.
 _REFRESH_CONTACT_SNAPSHOTS = sa.text(f"""
-    UPDATE civicrm_mailchimpsync_cache c SET civicrm_groups = s.snapshot
-    FROM (
-        SELECT t.id, {_SNAPSHOT_OF_T} AS snapshot
-        FROM civicrm_mailchimpsync_cache t
-        WHERE t.mailchimp_list_id = :list_id
-          AND t.civicrm_contact_id = ANY(CAST(:contact_ids AS integer[]))
-    ) AS s
-    WHERE c.id = s.id AND c.civicrm_groups IS DISTINCT FROM s.snapshot
+    UPDATE civicrm_mailchimpsync_cache t SET civicrm_groups = {_SNAPSHOT_OF_T}
+    WHERE t.mailchimp_list_id = :list_id
+      AND t.civicrm_contact_id = ANY(CAST(:contact_ids AS integer[]))
+      AND t.civicrm_groups IS DISTINCT FROM {_SNAPSHOT_OF_T}
 """)
+
 
 _CHUNK_RANGES = sa.text("""
     SELECT min(id), max(id) FROM (
@@ -661,6 +659,6 @@ _CLAIM_TODO = sa.text("""
 """)
 _SET_STATUSES = sa.text("""
     UPDATE civicrm_mailchimpsync_cache c SET sync_status = r.status
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id bigint, status text)
-    WHERE c.id = r.id
+    FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[])) AS r(id, status)
+    WHERE c.id = r.id AND c.sync_status IS DISTINCT FROM r.status
 """)
