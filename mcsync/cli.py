@@ -76,12 +76,23 @@ def _parser() -> argparse.ArgumentParser:
     worker.set_defaults(run=_worker)
 
     serve = commands.add_parser(
-        "serve", help="the webhooks service (with every worker in-process when embedded)"
+        "serve",
+        help="the webhooks service and the admin API (with every worker in-process when embedded)",
     )
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8080)
     serve.set_defaults(run=_serve)
+    _add_admin_commands(commands)
     return parser
+
+
+def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Every other seed action, its arguments generated from its parameters."""
+    from mcsync import admin_cli
+    from services.admin.registry import ACTIONS
+
+    # fetchandreconcile has its own command above: it can follow the runs (--wait).
+    admin_cli.add_commands(commands, {k: v for k, v in ACTIONS.items() if k != "fetchandreconcile"})
 
 
 def _positive_int(value: str) -> int:
@@ -120,7 +131,8 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
 def _fetch_and_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     from common.runs import InvalidRunParameter
-    from mcsync.sync import SyncRequest, fetch_and_reconcile
+    from common.sync_request import SyncRequest
+    from mcsync.sync import fetch_and_reconcile
 
     request = SyncRequest(
         group_id=args.group_id,
@@ -153,20 +165,9 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from mcsync import workers
-    from services.webhooks import server
-    from services.webhooks.app import Deps
+    from mcsync import serve
 
-    if not settings.embedded_broker:
-        server.run(settings, args.host, args.port)
-        return 0
-    running = workers.build(settings, workers.SERVICES)
-    running.start()
-    try:
-        deps = Deps(engine=running.runtime.engine, send=running.runtime.send)
-        server.serve(deps, settings, args.host, args.port)
-    finally:
-        running.stop()
+    serve.run(settings, args.host, args.port)
     return 0
 
 

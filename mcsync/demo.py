@@ -22,6 +22,7 @@ from common.db import config, crm, migrate
 from common.db.engine import create_engine, database_url
 from common.db.schema import metadata
 from common.settings import Settings
+from common.sync_request import SyncRequest
 from common.vocabulary import GroupStatus
 from mcsync.demo_data import (
     INTERESTS,
@@ -31,7 +32,7 @@ from mcsync.demo_data import (
     PlannedMembership,
     plan_demo,
 )
-from mcsync.sync import SyncRequest, fetch_and_reconcile
+from mcsync.sync import fetch_and_reconcile
 from sim.mailchimp import Simulator, run_in_thread
 
 SUBSCRIPTION_GROUP = ("mailchimp_newsletter", "Newsletter (Mailchimp)")

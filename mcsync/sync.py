@@ -20,7 +20,8 @@ from common.db import runs, stats
 from common.db.config import SyncConnection
 from common.db.engine import create_engine, database_url
 from common.settings import Settings
-from common.sync_request import SyncRequest, select_connections
+from common.sync_request import SyncRequest as SyncRequest  # re-exported: callers build one
+from common.sync_request import select_connections
 from mcsync import workers
 
 

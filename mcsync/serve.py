@@ -1,0 +1,87 @@
+"""``mcsync serve``: the webhooks service and the admin API in one HTTP app.
+
+One FastAPI app holds Mailchimp's webhook endpoints and the admin API and publishes their
+OpenAPI description (``/openapi.json``, ``/docs``). Beside it runs the relay that
+republishes webhook events whose message was never sent. With the embedded default (no
+``MCSYNC_BROKER_URL``) every worker runs in this process too; with a broker, the workers
+are processes of their own (``mcsync worker``) and this one only serves HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import uvicorn
+from fastapi import FastAPI
+
+from common.broker import build_broker
+from common.runtime import Runtime
+from common.settings import Settings
+from mcsync import workers
+from services.admin import app as admin
+from services.admin.context import AdminContext
+from services.webhooks import app as webhooks
+from services.webhooks.relay import Relay
+
+log = logging.getLogger(__name__)
+
+TITLE = "mcsync"
+DESCRIPTION = (
+    "Mailchimp's webhooks (a secret in the URL) and the admin API (a bearer token: "
+    "MCSYNC_ADMIN_TOKEN) of the CiviCRM <-> Mailchimp sync."
+)
+
+
+def build_app(runtime: Runtime) -> FastAPI:
+    """The webhooks and the admin API on the process's engine, broker and Mailchimp clients."""
+    app = FastAPI(title=TITLE, description=DESCRIPTION, redoc_url=None)
+    deps = webhooks.Deps(engine=runtime.engine, send=runtime.send)
+    app.include_router(webhooks.create_router(deps))
+    app.include_router(admin.create_router(admin_context(runtime)))
+    return app
+
+
+def admin_context(runtime: Runtime) -> AdminContext:
+    return AdminContext(
+        settings=runtime.settings,
+        engine=runtime.engine,
+        mailchimp=runtime.mailchimp,
+        send=runtime.send,
+        clock=lambda: datetime.now(UTC),
+    )
+
+
+def run(settings: Settings, host: str, port: int) -> None:
+    """Serve until SIGTERM/SIGINT (uvicorn's handlers), then stop what was started."""
+    runtime, stop = _start(settings)
+    relay = Relay(runtime.engine, runtime.send)
+    relay.start()
+    try:
+        uvicorn.run(
+            build_app(runtime),
+            host=host,
+            port=port,
+            log_level=settings.log_level.lower(),
+            proxy_headers=True,
+            access_log=False,  # access lines would print webhook secrets from query strings
+        )
+    finally:
+        relay.stop()
+        stop()
+
+
+def _start(settings: Settings) -> tuple[Runtime, Callable[[], None]]:
+    if settings.embedded_broker:
+        running = workers.build(settings, workers.SERVICES)
+        running.start()
+        log.info("embedded: every worker runs in this process")
+        return running.runtime, running.stop
+    runtime = Runtime.start(settings, build_broker(settings))
+
+    def stop() -> None:
+        runtime.broker.close()
+        runtime.close()
+
+    return runtime, stop
