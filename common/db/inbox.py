@@ -4,6 +4,10 @@ The webhooks service records an event and commits before it answers Mailchimp, t
 publishes ``SyncMember``; a relay republishes whatever stayed unpublished (broker down).
 The reconciler claims an event once (``processed_at``), so a message delivered twice acts
 once.
+
+Publishers note ``published_at`` *before* sending and commit, and undo the note if sending
+fails: a row write after the send could hold the row's lock just when the reconciler's
+``claim`` (SKIP LOCKED) looks at it, and the event would pass for one being acted on.
 """
 
 from __future__ import annotations
@@ -17,9 +21,6 @@ import sqlalchemy as sa
 
 from common.db.schema import connection, webhook_event, webhook_secret
 
-# Advisory lock (two-key space, like common.db.batches) held by one relay pass at a time.
-RELAY_LOCK = "mailchimpsync_webhook_relay"
-
 
 @dataclass(frozen=True)
 class InboxEvent:
@@ -32,11 +33,23 @@ class InboxEvent:
     received_at: datetime
 
 
-def record(conn: sa.Connection, list_id: str, event_type: str, data: Mapping[str, Any]) -> int:
-    """Store an event; return its id."""
+def record(
+    conn: sa.Connection,
+    list_id: str,
+    event_type: str,
+    data: Mapping[str, Any],
+    published_at: datetime | None = None,
+) -> int:
+    """Store an event (``published_at``: the caller sends ``SyncMember`` once committed, and
+    calls ``unpublish`` if it cannot); return its id."""
     statement = (
         sa.insert(webhook_event)
-        .values(mailchimp_list_id=list_id, event_type=event_type, data=dict(data))
+        .values(
+            mailchimp_list_id=list_id,
+            event_type=event_type,
+            data=dict(data),
+            published_at=published_at,
+        )
         .returning(webhook_event.c.id)
     )
     return int(conn.execute(statement).scalar_one())
@@ -55,16 +68,12 @@ def mark_published(conn: sa.Connection, event_ids: Sequence[int], now: datetime)
     return conn.execute(statement).rowcount
 
 
-def unpublished(
-    conn: sa.Connection, received_before: datetime, limit: int, after_id: int = 0
-) -> list[int]:
-    """Events never published that arrived before ``received_before``, oldest first
-    (ids above ``after_id``: keyset paging)."""
+def unpublished(conn: sa.Connection, received_before: datetime, limit: int) -> list[int]:
+    """Events never published that arrived before ``received_before``, oldest first."""
     query = (
         sa.select(webhook_event.c.id)
         .where(webhook_event.c.published_at.is_(None))
         .where(webhook_event.c.received_at < received_before)
-        .where(webhook_event.c.id > after_id)
         .order_by(webhook_event.c.id)
         .limit(limit)
     )
@@ -98,6 +107,56 @@ def finish(conn: sa.Connection, event_id: int, outcome: str, now: datetime) -> N
     )
 
 
+def take_unpublished(
+    conn: sa.Connection, received_before: datetime, limit: int, now: datetime
+) -> list[int]:
+    """Mark published (as of ``now``) up to ``limit`` events never published that arrived
+    before ``received_before``, oldest first, skipping rows another transaction holds; return
+    their ids. The caller commits, then sends, and calls ``unpublish`` if sending fails."""
+    due = (
+        sa.select(webhook_event.c.id)
+        .where(webhook_event.c.published_at.is_(None))
+        .where(webhook_event.c.received_at < received_before)
+    )
+    return _take(conn, due, limit, now)
+
+
+def take_stale(
+    conn: sa.Connection, published_before: datetime, limit: int, now: datetime
+) -> list[int]:
+    """Like ``take_unpublished``, for events published before ``published_before`` and still
+    not acted on: their message was lost (a publisher died between commit and send)."""
+    due = (
+        sa.select(webhook_event.c.id)
+        .where(webhook_event.c.processed_at.is_(None))
+        .where(webhook_event.c.published_at < published_before)
+    )
+    return _take(conn, due, limit, now)
+
+
+def _take(conn: sa.Connection, due: sa.Select[tuple[int]], limit: int, now: datetime) -> list[int]:
+    chosen = due.order_by(webhook_event.c.id).limit(limit).with_for_update(skip_locked=True)
+    statement = (
+        sa.update(webhook_event)
+        .where(webhook_event.c.id.in_(chosen.scalar_subquery()))
+        .values(published_at=now)
+        .returning(webhook_event.c.id)
+    )
+    return sorted(conn.execute(statement).scalars())
+
+
+def unpublish(conn: sa.Connection, event_ids: Sequence[int]) -> None:
+    """Undo ``published_at`` for events whose ``SyncMember`` could not be sent (unless already
+    acted on), so that the relay publishes them."""
+    if event_ids:
+        conn.execute(
+            sa.update(webhook_event)
+            .where(webhook_event.c.id.in_(list(event_ids)))
+            .where(webhook_event.c.processed_at.is_(None))
+            .values(published_at=None)
+        )
+
+
 def secret_accounts(conn: sa.Connection) -> list[tuple[str, int]]:
     """Every webhook secret with its account, for a constant-time comparison by the caller."""
     query = sa.select(webhook_secret.c.secret, webhook_secret.c.account_id)
@@ -108,13 +167,3 @@ def audience_account(conn: sa.Connection, list_id: str) -> int | None:
     """The account whose sync connection covers this audience; None if it is not synced."""
     query = sa.select(connection.c.account_id).where(connection.c.mailchimp_list_id == list_id)
     return conn.execute(query).scalar_one_or_none()
-
-
-def try_lock_relay(conn: sa.Connection) -> bool:
-    """Take the relay's lock for the caller's transaction; False if another relay holds it.
-
-    A lock on the pass, not on rows: a row lock held while publishing would make the
-    reconciler's ``claim`` (SKIP LOCKED) take a just-published event for one being done.
-    """
-    statement = sa.text("SELECT pg_try_advisory_xact_lock(hashtext(:name), 0)")
-    return bool(conn.execute(statement, {"name": RELAY_LOCK}).scalar_one())

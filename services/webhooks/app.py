@@ -105,7 +105,7 @@ def create_router(deps: Deps) -> APIRouter:
         parsed = await _parse_audience_request(request)
         secret = request.query_params.get("secret")
         try:
-            event_id = await run_in_threadpool(accept, deps.engine, secret, parsed)
+            event_id = await run_in_threadpool(accept, deps, secret, parsed)
         except Unauthorized:
             log.warning("audience webhook refused: missing or unknown secret")
             return JSONResponse(UNAUTHORIZED, status_code=401)
@@ -175,26 +175,27 @@ async def _parse_audience_request(request: Request) -> AudienceWebhook | Payload
         return error
 
 
-def accept(
-    engine: sa.Engine, secret: str | None, parsed: AudienceWebhook | PayloadError
-) -> int | None:
-    """Check the secret, then store a member event in the inbox and commit; return its id.
+def accept(deps: Deps, secret: str | None, parsed: AudienceWebhook | PayloadError) -> int | None:
+    """Check the secret, then store a member event in the inbox (noted as published: the
+    caller sends ``SyncMember`` next) and commit; return its id.
 
     None when there is nothing to store: a URL check, ``campaign``, or an audience without
     a sync connection. One short transaction: the secrets, the audience's account, the insert.
     """
     if not secret:
         raise Unauthorized
-    with engine.begin() as conn:
+    with deps.engine.begin() as conn:
         accounts = _accounts_of(secret, inbox.secret_accounts(conn))
         if isinstance(parsed, PayloadError):
             raise parsed
         if not isinstance(parsed, AudienceEvent):
             return None
-        return _store(conn, accounts, parsed)
+        return _store(conn, accounts, parsed, deps.clock())
 
 
-def _store(conn: sa.Connection, accounts: frozenset[int], event: AudienceEvent) -> int | None:
+def _store(
+    conn: sa.Connection, accounts: frozenset[int], event: AudienceEvent, now: datetime
+) -> int | None:
     owner = inbox.audience_account(conn, event.list_id)
     if owner is None:
         log.info("%s for audience %s ignored: not synced", event.type, event.list_id)
@@ -205,27 +206,30 @@ def _store(conn: sa.Connection, accounts: frozenset[int], event: AudienceEvent) 
             "%s for audience %s refused: another account's secret", event.type, event.list_id
         )
         raise Unauthorized
-    event_id = inbox.record(conn, event.list_id, event.type.value, event.to_json())
+    event_id = inbox.record(conn, event.list_id, event.type.value, event.to_json(), now)
     log.info("%s for audience %s stored as event %d", event.type, event.list_id, event_id)
     return event_id
 
 
 def publish(deps: Deps, event_id: int) -> None:
-    """Send ``SyncMember`` for a stored event and note it; on failure the relay sends it later.
+    """Send ``SyncMember`` for a stored event (noted as published when stored); if that fails,
+    undo the note so the relay sends it later.
 
     Runs after the answer (a background task), so a slow or absent broker never delays it.
+    Nothing touches the row after a successful send (see ``common.db.inbox``).
     """
     try:
         deps.send(SyncMember(event_id=event_id))
     except Exception:  # any broker failure: the event is safe in the inbox
         log.warning("SyncMember(%d) not sent; the relay will publish it", event_id, exc_info=True)
+    else:
         return
     try:
         with deps.engine.begin() as conn:
-            inbox.mark_published(conn, [event_id], deps.clock())
+            inbox.unpublish(conn, [event_id])
     except sa.exc.SQLAlchemyError:
-        # Sent but not noted: the relay sends it again, which the reconciler's claim absorbs.
-        log.warning("event %d sent but not marked published", event_id, exc_info=True)
+        # Marked published but never sent: the relay's stale-event pass sends it later.
+        log.warning("event %d not sent and still marked published", event_id, exc_info=True)
 
 
 # --- request bodies --------------------------------------------------------------------------

@@ -1,16 +1,16 @@
-"""The relay: publish ``SyncMember`` for inbox events whose publication never happened.
+"""The relay: publish ``SyncMember`` for inbox events whose message never went out.
 
 The webhook answers once an event is committed and sends ``SyncMember`` afterwards; if the
-broker was down, or the process died in between, the event stays unpublished. A relay
-thread beside the app looks every few seconds for events unpublished for longer than a
-grace period (so it does not race the answer's own send) and publishes them, oldest first,
-a bounded page per transaction.
+broker is down the event is left unpublished. A relay thread beside the app looks every few
+seconds for events unpublished for longer than a grace period and publishes them, oldest
+first, a bounded page per transaction. It also resends events published long ago and still
+not acted on: their publisher may have died between its commit and its send.
 
-Several replicas may each run a relay: a pass takes a transaction-scoped advisory lock, so
-one relay publishes a page at a time and the pages do not overlap. Row locks would not do:
-held while sending, they would make the reconciler's ``claim`` (SKIP LOCKED) skip an event
-it was just told about. Publishing twice is harmless anyway (the reconciler claims an
-event once); the lock only avoids needless duplicates.
+A page is taken with ``FOR UPDATE SKIP LOCKED`` and marked published in the same short
+transaction, committed *before* sending (and unmarked if sending fails). So several replicas
+each running a relay take disjoint pages, and no row lock is held while a message is on its
+way: the reconciler's ``claim`` (SKIP LOCKED) would take such an event for one already being
+acted on. Publishing twice is harmless anyway (the reconciler acts on an event once).
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ log = logging.getLogger(__name__)
 
 PAGE_SIZE = 500
 GRACE = timedelta(seconds=10)
+# Longer than any queue backlog we expect: resending a message still queued is only waste.
+REDELIVER_AFTER = timedelta(hours=1)
 Send = Callable[..., None]
+Take = Callable[[sa.Connection, datetime, int, datetime], list[int]]
 
 
 def publish_pending(
@@ -39,24 +42,46 @@ def publish_pending(
     grace: timedelta = GRACE,
     page_size: int = PAGE_SIZE,
     stopping: threading.Event | None = None,
+    redeliver_after: timedelta = REDELIVER_AFTER,
 ) -> int:
-    """One pass: publish every event unpublished since before ``now - grace``; return how
-    many. Stops early (returning what it did) when another relay holds the lock or
-    ``stopping`` is set."""
-    published, after_id = 0, 0
-    while True:
+    """One pass: publish the events unpublished since before ``now - grace``, then resend
+    those published before ``now - redeliver_after`` and still not acted on; return how many
+    messages went out. A failed send raises, with that page left for the next pass."""
+    published = _drain(engine, send, inbox.take_unpublished, now - grace, now, page_size, stopping)
+    stale = _drain(engine, send, inbox.take_stale, now - redeliver_after, now, page_size, stopping)
+    if stale:
+        log.warning("resent SyncMember for %d event(s) published long ago, never acted on", stale)
+    return published + stale
+
+
+def _drain(
+    engine: sa.Engine,
+    send: Send,
+    take: Take,
+    before: datetime,
+    now: datetime,
+    page_size: int,
+    stopping: threading.Event | None,
+) -> int:
+    sent = 0
+    while stopping is None or not stopping.is_set():
         with engine.begin() as conn:
-            if not inbox.try_lock_relay(conn):
-                log.debug("another relay is publishing; this pass stops")
-                return published
-            ids = inbox.unpublished(conn, now - grace, page_size, after_id=after_id)
-            if ids:
-                send(*[SyncMember(event_id=event_id) for event_id in ids])
-                inbox.mark_published(conn, ids, now)
-        published += len(ids)
-        if len(ids) < page_size or (stopping is not None and stopping.is_set()):
-            return published
-        after_id = ids[-1]
+            ids = take(conn, before, page_size, now)
+        if ids:
+            _send_or_unpublish(engine, send, ids)
+        sent += len(ids)
+        if len(ids) < page_size:
+            break
+    return sent
+
+
+def _send_or_unpublish(engine: sa.Engine, send: Send, ids: list[int]) -> None:
+    try:
+        send(*[SyncMember(event_id=event_id) for event_id in ids])
+    except BaseException:
+        with engine.begin() as conn:
+            inbox.unpublish(conn, ids)
+        raise
 
 
 class Relay:
@@ -68,12 +93,14 @@ class Relay:
         send: Send,
         every_seconds: float = 5.0,
         grace_seconds: float = GRACE.total_seconds(),
+        redeliver_seconds: float = REDELIVER_AFTER.total_seconds(),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.engine = engine
         self.send = send
         self.every_seconds = every_seconds
         self.grace = timedelta(seconds=grace_seconds)
+        self.redeliver_after = timedelta(seconds=redeliver_seconds)
         self.clock = clock
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -97,7 +124,12 @@ class Relay:
         """One pass now; failures (broker or database down) are logged and retried later."""
         try:
             published = publish_pending(
-                self.engine, self.send, self.clock(), self.grace, stopping=self._stopping
+                self.engine,
+                self.send,
+                self.clock(),
+                self.grace,
+                stopping=self._stopping,
+                redeliver_after=self.redeliver_after,
             )
         except Exception:  # the next pass retries; the events wait safely in the inbox
             log.warning(

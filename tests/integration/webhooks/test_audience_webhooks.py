@@ -12,7 +12,7 @@ from audience_support import LIST_ID, SECRET, Recorder, inbox_rows, synced_audie
 from webhooks_support import FORM, TestClient
 
 from common.audience_events import AudienceEvent, AudienceEventType
-from common.messages import SyncMember
+from common.messages import Message, SyncMember
 from services.webhooks.app import AUDIENCE_WEBHOOK_PATH, BATCH_WEBHOOK_PATH, Deps, create_app
 
 pytestmark = pytest.mark.integration
@@ -229,3 +229,22 @@ def test_with_the_broker_down_the_event_is_still_acknowledged_and_kept_unpublish
         assert _post(client, CASES["subscribe"][0]) == (200, {"ok": True})
     [row] = inbox_rows(clean_tables)
     assert (row.event_type, row.published_at) == ("subscribe", None)
+
+
+def test_the_row_is_never_written_after_sync_member_is_sent(clean_tables: sa.Engine) -> None:
+    """A write after the send could hold the row's lock when the reconciler's claim (SKIP
+    LOCKED) comes for it, and the event would pass for one being acted on."""
+    synced_audience(clean_tables)
+    versions: list[str] = []
+
+    def send_and_look(*messages: Message) -> None:
+        versions.append(_row_version(clean_tables))
+
+    with TestClient(create_app(Deps(engine=clean_tables, send=send_and_look))) as client:
+        assert _post(client, CASES["subscribe"][0])[0] == 200
+    assert versions == [_row_version(clean_tables)]
+
+
+def _row_version(engine: sa.Engine) -> str:
+    with engine.connect() as conn:
+        return str(conn.execute(sa.text("SELECT xmin FROM mailchimpsync_webhook_event")).one()[0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
@@ -14,7 +15,8 @@ from webhooks_support import FORM, TestClient
 
 from common.audience_events import AudienceEvent, AudienceEventType
 from common.db import inbox
-from common.messages import SyncMember
+from common.db.schema import webhook_event
+from common.messages import Message, SyncMember
 from services.webhooks.app import AUDIENCE_WEBHOOK_PATH, Deps, create_app
 from services.webhooks.relay import Relay, publish_pending
 
@@ -92,21 +94,61 @@ def test_already_published_events_are_not_sent_again(engine: sa.Engine) -> None:
     assert sent.sync_members() == [second]
 
 
-def test_with_the_broker_still_down_a_pass_fails_and_marks_nothing(engine: sa.Engine) -> None:
+def test_with_the_broker_still_down_a_pass_fails_and_leaves_the_events_unpublished(
+    engine: sa.Engine,
+) -> None:
     _store(engine, 2)
     with pytest.raises(ConnectionError):
         publish_pending(engine, Recorder(down=True), _now() + LATER)
     assert [row.published_at for row in inbox_rows(engine)] == [None, None]
+    assert publish_pending(engine, Recorder(), _now() + LATER) == 2
 
 
-def test_a_relay_finding_another_relay_at_work_publishes_nothing(engine: sa.Engine) -> None:
-    _store(engine, 2)
+def test_an_event_another_transaction_holds_is_left_for_the_next_pass(engine: sa.Engine) -> None:
+    held, free = _store(engine, 2)
     sent = Recorder()
     with engine.begin() as other_replica:
-        assert inbox.try_lock_relay(other_replica)
-        assert publish_pending(engine, sent, _now() + LATER) == 0
-    assert sent.messages == []
-    assert publish_pending(engine, sent, _now() + LATER) == 2
+        other_replica.execute(
+            sa.select(webhook_event.c.id).where(webhook_event.c.id == held).with_for_update()
+        )
+        assert publish_pending(engine, sent, _now() + LATER) == 1
+    assert publish_pending(engine, sent, _now() + LATER) == 1
+    assert sent.sync_members() == [free, held]
+
+
+def test_relays_of_several_replicas_publish_each_event_exactly_once(engine: sa.Engine) -> None:
+    ids = _store(engine, 600)
+    sent, now = Recorder(), _now() + LATER
+    with ThreadPoolExecutor(4) as pool:
+        passes = [pool.submit(publish_pending, engine, sent, now, page_size=25) for _ in range(4)]
+    assert sum(p.result() for p in passes) == 600
+    assert sorted(sent.sync_members()) == ids
+
+
+def test_no_row_is_locked_while_a_message_is_on_its_way(engine: sa.Engine) -> None:
+    """The reconciler's claim skips locked rows: it must find the event free on delivery."""
+    [event_id] = _store(engine, 1)
+    claimed: list[object] = []
+
+    def reconciler_receives(*messages: Message) -> None:
+        with engine.begin() as conn:
+            claimed.append(inbox.claim(conn, event_id))
+
+    publish_pending(engine, reconciler_receives, _now() + LATER)
+    assert [getattr(found, "id", None) for found in claimed] == [event_id]
+
+
+def test_events_published_long_ago_and_never_acted_on_are_sent_again(engine: sa.Engine) -> None:
+    lost, acted_on, recent = _store(engine, 3)
+    now = _now()
+    with engine.begin() as conn:
+        inbox.mark_published(conn, [lost, acted_on], now - timedelta(hours=2))
+        inbox.finish(conn, acted_on, "done", now - timedelta(hours=2))
+        inbox.mark_published(conn, [recent], now - timedelta(minutes=5))
+    sent = Recorder()
+    assert publish_pending(engine, sent, now) == 1
+    assert sent.sync_members() == [lost]
+    assert publish_pending(engine, Recorder(), now) == 0
 
 
 def test_the_relay_thread_publishes_survives_a_broker_outage_and_stops_promptly(
