@@ -4,16 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+import requests
 import sqlalchemy as sa
-from audience_support import LIST_ID, SECRET, Recorder, inbox_rows, synced_audience
-from webhooks_support import FORM, TestClient
+from audience_support import (
+    LIST_ID,
+    SECRET,
+    Recorder,
+    Stored,
+    inbox_rows,
+    synced_audience,
+    wait_for_rows,
+)
+from webhooks_support import FORM, TestClient, serve_in_thread
 
 from common.audience_events import AudienceEvent, AudienceEventType
 from common.messages import Message, SyncMember
 from services.webhooks.app import AUDIENCE_WEBHOOK_PATH, BATCH_WEBHOOK_PATH, Deps, create_app
+from sim.mailchimp import Simulator, run_in_thread
 
 pytestmark = pytest.mark.integration
 
@@ -248,3 +259,69 @@ def test_the_row_is_never_written_after_sync_member_is_sent(clean_tables: sa.Eng
 def _row_version(engine: sa.Engine) -> str:
     with engine.connect() as conn:
         return str(conn.execute(sa.text("SELECT xmin FROM mailchimpsync_webhook_event")).one()[0])
+
+
+# --- fired by the simulator ----------------------------------------------------------------
+
+JANE, JANE_NEW = "jane.doe@example.com", "jane.new@example.com"
+# (action at the simulator, by whom, its details, the event stored for it)
+SIM_STEPS: list[tuple[str, str, str, dict[str, Any], AudienceEvent]] = [
+    ("subscribe", JANE, "user", {"merge_fields": {"FNAME": "Jane", "LNAME": "Doe"}},
+     AudienceEvent(AudienceEventType.SUBSCRIBE, LIST_ID, JANE, first_name="Jane",
+                   last_name="Doe")),
+    ("profile", JANE, "user", {"merge_fields": {"FNAME": "Janet"}},
+     AudienceEvent(AudienceEventType.PROFILE, LIST_ID, JANE, first_name="Janet",
+                   last_name="Doe")),
+    ("upemail", JANE, "admin", {"new_email": JANE_NEW},
+     AudienceEvent(AudienceEventType.UPEMAIL, LIST_ID, JANE_NEW, old_email=JANE)),
+    ("unsubscribe", JANE_NEW, "admin", {},
+     AudienceEvent(AudienceEventType.UNSUBSCRIBE, LIST_ID, JANE_NEW, first_name="Janet",
+                   last_name="Doe", reason="manual", action="unsub")),
+    ("clean", JANE_NEW, "admin", {},
+     AudienceEvent(AudienceEventType.CLEANED, LIST_ID, JANE_NEW, reason="hard")),
+]  # fmt: skip
+
+
+def test_each_event_the_simulator_fires_is_stored_and_sync_member_sent(
+    clean_tables: sa.Engine,
+) -> None:
+    simulator = Simulator()
+    account = simulator.create_account("Test Org")
+    simulator.create_list(account.api_key, "Newsletter", list_id=LIST_ID)
+    synced_audience(clean_tables, api_key=account.api_key)
+    sent = Recorder()
+    app = create_app(Deps(engine=clean_tables, send=sent))
+    with (
+        serve_in_thread(app) as served,
+        run_in_thread(simulator) as running,
+        requests.Session() as session,
+    ):
+        session.auth = ("anystring", account.api_key)
+        _register(session, running.api_url, served.base_url + URL)
+        stored: list[Stored] = []
+        for action, email, source, details, expected in SIM_STEPS:
+            fired = session.post(
+                f"{running.base_url}/_sim/lists/{LIST_ID}/members/{email}/actions/{action}",
+                json={"source": source, **details},
+                timeout=10,
+            )
+            assert fired.status_code == 200, fired.text
+            stored = wait_for_rows(clean_tables, len(stored) + 1)
+            assert _without_time(stored[-1].event) == expected
+            assert stored[-1].event.fired_at is not None
+    assert [row.event_type for row in stored] == [
+        "subscribe", "profile", "upemail", "unsubscribe", "cleaned"
+    ]  # fmt: skip
+    assert sent.sync_members() == [row.id for row in stored]
+
+
+def _register(session: requests.Session, api_url: str, url: str) -> None:
+    """An audience webhook at the simulator; it GETs the URL first, as Mailchimp does."""
+    events = dict.fromkeys(["subscribe", "unsubscribe", "profile", "cleaned", "upemail"], True)
+    body = {"url": url, "events": events, "sources": {"user": True, "admin": True, "api": False}}
+    hook = session.post(f"{api_url}/lists/{LIST_ID}/webhooks", json=body, timeout=10)
+    assert hook.status_code == 200, hook.text
+
+
+def _without_time(event: AudienceEvent) -> AudienceEvent:
+    return AudienceEvent.from_json({**event.to_json(), "fired_at": None})
