@@ -82,4 +82,8 @@ SYNC_METHOD = "MCsync"
 """``civicrm_subscription_history.method`` for every change the sync makes."""
 
 NEW_CONTACT_SOURCE = "mailchimpsync"
+
+# The plugin data last queued for Mailchimp, kept in ``civicrm_data`` so unchanged data is not
+# sent again; a failed update forgets it, so the next decision sends the data again.
+PLUGIN_DATA_SENT = "sent_to_mailchimp"
 """``civicrm_contact.source`` of contacts created from Mailchimp."""

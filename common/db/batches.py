@@ -20,9 +20,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 
 from common.db.schema import batch, cache, update
-from common.vocabulary import BatchStatus, ResponseProcessed, SyncStatus
+from common.vocabulary import PLUGIN_DATA_SENT, BatchStatus, ResponseProcessed, SyncStatus
 
 _CLAIM_LOCK_NAMESPACE = "mailchimpsync-submit"
 
@@ -201,7 +202,7 @@ def set_row_status_for_updates(
     if not update_ids:
         return
     rows = sa.select(update.c.mailchimpsync_cache_id).where(update.c.id.in_(list(update_ids)))
-    conn.execute(sa.update(cache).where(cache.c.id.in_(rows)).values(sync_status=sync_status))
+    conn.execute(sa.update(cache).where(cache.c.id.in_(rows)).values(**_row_status(sync_status)))
 
 
 def record_posted(
@@ -390,8 +391,17 @@ def queue_retries(conn: sa.Connection, retries: Sequence[Retry]) -> None:
 def set_rows_status(conn: sa.Connection, cache_ids: Collection[int], value: SyncStatus) -> None:
     if cache_ids:
         conn.execute(
-            sa.update(cache).where(cache.c.id.in_(list(cache_ids))).values(sync_status=value)
+            sa.update(cache).where(cache.c.id.in_(list(cache_ids))).values(**_row_status(value))
         )
+
+
+def _row_status(value: SyncStatus) -> dict[str, Any]:
+    """The new ``sync_status``; a failed row also forgets the plugin data it was sent, so
+    the next decision queues that data again."""
+    if value is not SyncStatus.FAIL:
+        return {"sync_status": value}
+    forget = cache.c.civicrm_data.op("-", return_type=JSONB)(sa.literal(PLUGIN_DATA_SENT, sa.Text))
+    return {"sync_status": value, "civicrm_data": forget}
 
 
 def set_rows_ok_unless_open(conn: sa.Connection, cache_ids: Collection[int]) -> None:

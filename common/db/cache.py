@@ -20,7 +20,7 @@ import orjson
 import sqlalchemy as sa
 
 from common.member_data import FetchedMember, merge_mailchimp_data
-from common.vocabulary import GroupStatus, SyncStatus
+from common.vocabulary import PLUGIN_DATA_SENT, GroupStatus, SyncStatus
 
 __all__ = [
     "ClaimedRow",
@@ -45,6 +45,7 @@ __all__ = [
     "set_sync_statuses",
     "status_counts",
     "store_plugin_data",
+    "store_plugin_sent",
     "todo_remaining",
     "upsert_fetched",
 ]
@@ -334,6 +335,15 @@ def store_plugin_data(conn: sa.Connection, data: Mapping[int, Mapping[str, Any] 
     return conn.execute(_STORE_PLUGIN_DATA, {"rows": _json(rows)}).rowcount
 
 
+def store_plugin_sent(conn: sa.Connection, sent: Mapping[int, Mapping[str, Any]]) -> int:
+    """Note, per cache id, the plugin data just queued for Mailchimp (one statement)."""
+    if not sent:
+        return 0
+    rows = [{"id": cache_id, "sent": value} for cache_id, value in sent.items()]
+    params = {"rows": _json(rows), "key": PLUGIN_DATA_SENT}
+    return conn.execute(_STORE_PLUGIN_SENT, params).rowcount
+
+
 # --- readyToCleanUpDuplicates / readyToAddCiviOnly --------------------------------------
 
 
@@ -550,6 +560,13 @@ _STORE_PLUGIN_DATA = sa.text("""
     FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id bigint, data jsonb)
     WHERE c.id = r.id
       AND NULLIF(c.civicrm_data, 'null'::jsonb) IS DISTINCT FROM NULLIF(r.data, 'null'::jsonb)
+""")
+_STORE_PLUGIN_SENT = sa.text("""
+    UPDATE civicrm_mailchimpsync_cache c
+    SET civicrm_data = coalesce(NULLIF(c.civicrm_data, 'null'::jsonb), '{}'::jsonb)
+        || jsonb_build_object(CAST(:key AS text), r.sent)
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id bigint, sent jsonb)
+    WHERE c.id = r.id
 """)
 _CRM_ONLY_DUPLICATES = """
     SELECT c.id, min(o.id) AS survivor

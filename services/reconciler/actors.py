@@ -15,9 +15,10 @@ def register(runtime: Runtime) -> list[dramatiq.Actor[..., None]]:
     """Declare the reconciler's actors on the runtime's broker.
 
     ``sync_member`` claims its stored webhook event in the transaction that acts on it, so a
-    redelivered message finds it done. ``run_crm_stages`` holds the audience's status row while a stage runs and moves the stage
-    on in the same transaction, so a redelivered message finds the stage done. A chunk only
-    claims rows still ``todo``, so deciding it again finds nothing to do.
+    redelivered message finds it done. ``run_crm_stages`` holds the audience's status row
+    while a stage runs and moves the stage on in the same transaction, so a redelivered
+    message finds the stage done. A chunk only claims rows still ``todo``, so deciding it
+    again finds nothing to do.
     """
     plugins = discover()
     deps = handlers.Deps(runtime.engine, utc_now, plugins)

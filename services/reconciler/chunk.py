@@ -163,6 +163,8 @@ def write(
     statuses = [_final_status(g, d) for g, d in zip(gathered, decisions, strict=True)]
     rows = [cache.RowStatus(d.cache_id, s) for d, s in zip(decisions, statuses, strict=True)]
     cache.set_sync_statuses(conn, rows)
+    sent = {d.cache_id: d.plugin_sent for d in decisions if d.plugin_sent is not None}
+    cache.store_plugin_sent(conn, sent)
     counts = _outcome_counts(decisions, statuses)
     counts.update(crm_changes=len(changes), updates_queued=len(new_updates))
     counts["updates_cancelled"] = cancelled

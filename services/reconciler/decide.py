@@ -24,6 +24,7 @@ from typing import Any
 from common import member_data
 from common.member_data import to_utc
 from common.vocabulary import (
+    PLUGIN_DATA_SENT,
     SUBSCRIBING,
     GroupStatus,
     MailchimpStatus,
@@ -153,16 +154,47 @@ class PluginData:
 
     mailchimp_updates: Mapping[str, Any] = field(default_factory=dict)
     tag_updates: Sequence[TagChange] = ()
+    sent: PluginData | None = None
 
     @classmethod
     def from_civicrm_data(cls, data: Mapping[str, Any] | None) -> PluginData:
-        """From ``civicrm_data``: ``mailchimp_updates`` (dict), ``tag_updates`` (name/status)."""
+        """From ``civicrm_data``: ``mailchimp_updates`` (dict), ``tag_updates`` (name/status),
+        and under ``PLUGIN_DATA_SENT`` the same two as last queued for Mailchimp."""
         data = data or {}
-        tags = [t for t in data.get("tag_updates") or () if isinstance(t, Mapping)]
+        sent = data.get(PLUGIN_DATA_SENT)
         return cls(
             mailchimp_updates=dict(data.get("mailchimp_updates") or {}),
-            tag_updates=tuple(TagChange(str(t["name"]), str(t["status"])) for t in tags),
+            tag_updates=_tags(data.get("tag_updates")),
+            sent=cls.from_civicrm_data(sent) if isinstance(sent, Mapping) else None,
         )
+
+    def to_sent(self) -> dict[str, Any]:
+        """What to store under ``PLUGIN_DATA_SENT`` once this data is queued."""
+        tags = [{"name": t.name, "status": t.status} for t in self.tag_updates]
+        return {"mailchimp_updates": dict(self.mailchimp_updates), "tag_updates": tags}
+
+    def unsent(self, new_member: bool) -> PluginData:
+        """The data to queue: all of it for a member Mailchimp does not have yet, else each
+        part unless exactly that part was queued last time."""
+        if new_member or self.sent is None:
+            return self
+        same_updates = self.sent.mailchimp_updates == self.mailchimp_updates
+        same_tags = tuple(self.sent.tag_updates) == tuple(self.tag_updates)
+        return PluginData(
+            mailchimp_updates={} if same_updates else self.mailchimp_updates,
+            tag_updates=() if same_tags else self.tag_updates,
+        )
+
+    @property
+    def empty(self) -> bool:
+        return not self.mailchimp_updates and not self.tag_updates
+
+
+def _tags(raw: object) -> tuple[TagChange, ...]:
+    items = raw if isinstance(raw, list | tuple) else ()
+    return tuple(
+        TagChange(str(t["name"]), str(t["status"])) for t in items if isinstance(t, Mapping)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +281,7 @@ class RowDecision:
     tag_update: Mapping[str, Any] | None = None
     cancel_update_ids: tuple[int, ...] = ()
     fail_reason: str | None = None
+    plugin_sent: Mapping[str, Any] | None = None
 
 
 # --- Deciding ---------------------------------------------------------------------------
@@ -271,8 +304,11 @@ def decide(rules: ConnectionRules, facts: RowFacts) -> RowDecision:
         changes.extend(interest_changes)
         if flags:
             ours["interests"] = flags
-    update, folded = _compose_update(facts, ours, subscribed_after)
-    tag_update = _tag_update(facts.plugin) if subscribed_after else None
+    plugin = facts.plugin.unsent(new_member=facts.mailchimp.status is None)
+    if not subscribed_after:
+        plugin = PluginData()
+    update, folded = _compose_update(facts, ours, plugin)
+    tag_update = _tag_update(plugin)
     queued = update is not None or tag_update is not None
     return RowDecision(
         cache_id=facts.cache_id,
@@ -282,6 +318,7 @@ def decide(rules: ConnectionRules, facts: RowFacts) -> RowDecision:
         update=update,
         tag_update=tag_update,
         cancel_update_ids=folded,
+        plugin_sent=None if plugin.empty else facts.plugin.to_sent(),
     )
 
 
@@ -397,15 +434,16 @@ def _subscribe_new_member(crm: CrmFacts) -> SubscriptionOutcome:
 
 
 def _compose_update(
-    facts: RowFacts, ours: Mapping[str, Any], subscribed_after: bool
+    facts: RowFacts, ours: Mapping[str, Any], plugin_data: PluginData
 ) -> tuple[dict[str, Any] | None, tuple[int, ...]]:
     """Older unsubmitted updates, then plugin data, then ours (ours wins).
 
     Older updates' statuses are superseded by this decision, except that a subscribe keeps
-    ``pending`` when an older update asked for it (the compliance retry). Plugin data is
-    for rows ending subscribed/pending only, and never sets ``status``.
+    ``pending`` when an older update asked for it (the compliance retry). Plugin data (only
+    for rows ending subscribed/pending, and only what was not queued before) never sets
+    ``status``.
     """
-    plugin = _without_status(facts.plugin.mailchimp_updates) if subscribed_after else {}
+    plugin = _without_status(plugin_data.mailchimp_updates)
     if not ours and not plugin:
         return None, ()
     older = sorted(

@@ -10,8 +10,9 @@ import pytest
 import sqlalchemy as sa
 from reconciler_support import LIST_ID, T0, World
 
+from common.db import batches as batches_sql
 from common.db import updates as updates_sql
-from common.vocabulary import GroupStatus
+from common.vocabulary import GroupStatus, SyncStatus
 from services.reconciler import chunk, stages
 from services.reconciler.example_plugins import ContactNamesPlugin
 
@@ -157,6 +158,33 @@ def test_plugin_data_goes_in_the_member_update_and_tags_in_a_separate_one(
         (row, {"tags": [{"name": "source: fair", "status": "active"}]}, False, None),
     ]
     assert w.rows()[row]["sync_status"] == "live"
+
+
+def test_plugin_data_goes_to_mailchimp_once_unless_its_update_failed(db: sa.Connection) -> None:
+    w = World(db, data_sync=True)
+    ada = w.contact("Ada", "ada@example.org", source="fair")
+    w.history(ada, ADDED, T0)
+    row = w.row("ada@example.org", "subscribed", ada, at=T0 + H)
+    plugins = [ContactNamesPlugin()]
+    stages.check_for_data_updates(w.conn, w.sc, plugins)
+    reconcile_all(w)
+    queued_first = len(w.updates())
+
+    stages.check_for_group_changes(w.conn, w.sc, None)  # a full sync decides every row again
+    stages.check_for_data_updates(w.conn, w.sc, plugins)
+    reconcile_all(w)
+
+    assert len(w.updates()) == queued_first == 2
+
+    batches_sql.set_rows_status(w.conn, [row], SyncStatus.FAIL)  # Mailchimp refused it
+    stages.check_for_group_changes(w.conn, w.sc, None)
+    stages.check_for_data_updates(w.conn, w.sc, plugins)
+    reconcile_all(w)
+
+    assert [data for _, data, _, _ in w.updates()[2:]] == [
+        {"merge_fields": {"FNAME": "Ada", "LNAME": "Tester"}},
+        {"tags": [{"name": "source: fair", "status": "active"}]},
+    ]
 
 
 def test_plan_chunks_covers_the_todo_rows_in_ranges_of_chunk_size(world: World) -> None:

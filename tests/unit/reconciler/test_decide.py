@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.vocabulary import GroupStatus, MailchimpStatus, SyncStatus, TrustOverride
+from common.vocabulary import (
+    PLUGIN_DATA_SENT,
+    GroupStatus,
+    MailchimpStatus,
+    SyncStatus,
+    TrustOverride,
+)
 from services.reconciler.decide import (
     CLEANED_ADDRESS,
     EMAIL_ON_HOLD,
@@ -444,8 +450,56 @@ def test_plugin_data_is_queued_for_a_subscribed_row_without_its_status() -> None
     plugin = PluginData({"status": "unsubscribed", "merge_fields": {"FNAME": "Ann"}})
     facts = row(MC.SUBSCRIBED, ADDED, plugin=plugin)
     assert decide(RULES, facts) == RowDecision(
-        1, InSync(), SyncStatus.LIVE, update={"merge_fields": {"FNAME": "Ann"}}
+        1,
+        InSync(),
+        SyncStatus.LIVE,
+        update={"merge_fields": {"FNAME": "Ann"}},
+        plugin_sent={
+            "mailchimp_updates": {"status": "unsubscribed", "merge_fields": {"FNAME": "Ann"}},
+            "tag_updates": [],
+        },
     )
+
+
+ANN = {"merge_fields": {"FNAME": "Ann"}}
+DONOR = (TagChange("donor", "active"),)
+
+
+def sent_before(updates: dict[str, Any], tags: tuple[TagChange, ...]) -> PluginData:
+    """Plugin data whose every part was queued for Mailchimp by an earlier decision."""
+    return PluginData(updates, tags, sent=PluginData(updates, tags))
+
+
+def test_plugin_data_queued_before_is_not_queued_again() -> None:
+    facts = row(MC.SUBSCRIBED, ADDED, plugin=sent_before(ANN, DONOR))
+    assert decide(RULES, facts) == in_sync()
+
+
+def test_only_the_part_of_plugin_data_that_changed_is_queued_again() -> None:
+    plugin = PluginData({"merge_fields": {"FNAME": "Anne"}}, DONOR, sent=PluginData(ANN, DONOR))
+    decision = decide(RULES, row(MC.SUBSCRIBED, ADDED, plugin=plugin))
+    assert decision.update == {"merge_fields": {"FNAME": "Anne"}}
+    assert decision.tag_update is None
+    assert decision.plugin_sent == {
+        "mailchimp_updates": {"merge_fields": {"FNAME": "Anne"}},
+        "tag_updates": [{"name": "donor", "status": "active"}],
+    }
+
+
+def test_a_member_mailchimp_does_not_have_gets_all_plugin_data_even_if_sent_before() -> None:
+    decision = decide(RULES, row(None, ADDED, plugin=sent_before(ANN, DONOR)))
+    assert decision.update == {"email_address": EMAIL, "status": "subscribed", **ANN}
+    assert decision.tag_update == {"tags": [{"name": "donor", "status": "active"}]}
+
+
+def test_plugin_data_sent_is_read_back_from_civicrm_data() -> None:
+    stored = {
+        "mailchimp_updates": ANN,
+        "tag_updates": [{"name": "donor", "status": "active"}],
+        PLUGIN_DATA_SENT: {"mailchimp_updates": ANN, "tag_updates": []},
+    }
+    plugin = PluginData.from_civicrm_data(stored)
+    assert plugin.unsent(new_member=False) == PluginData({}, DONOR)
 
 
 def test_plugin_data_goes_under_ours() -> None:
