@@ -1,7 +1,7 @@
 """``mcsync serve``: the webhooks service and the admin API in one HTTP app.
 
-One FastAPI app holds Mailchimp's webhook endpoints and the admin API and publishes their
-OpenAPI description (``/openapi.json``, ``/docs``). Beside it runs the relay that
+One FastAPI app holds Mailchimp's webhook endpoints and the admin API, and publishes the
+admin API's OpenAPI description (``/openapi.json``, ``/docs``). Beside it runs the relay that
 republishes webhook events whose message was never sent. With the embedded default (no
 ``MCSYNC_BROKER_URL``) every worker runs in this process too; with a broker, the workers
 are processes of their own (``mcsync worker``) and this one only serves HTTP.
@@ -38,7 +38,9 @@ def build_app(runtime: Runtime) -> FastAPI:
     """The webhooks and the admin API on the process's engine, broker and Mailchimp clients."""
     app = FastAPI(title=TITLE, description=DESCRIPTION, redoc_url=None)
     deps = webhooks.Deps(engine=runtime.engine, send=runtime.send)
-    app.include_router(webhooks.create_router(deps))
+    # Out of the OpenAPI description: Mailchimp's callbacks (a secret in the URL) are not an
+    # API to call, and their GET+POST routes would share one operation id there.
+    app.include_router(webhooks.create_router(deps), include_in_schema=False)
     app.include_router(admin.create_router(admin_context(runtime)))
     return app
 

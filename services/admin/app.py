@@ -128,8 +128,8 @@ def _guarded_route(token: str) -> type[APIRoute]:
                     return _answer(param_error(error.errors(), skip=1))
                 except ActionError as error:
                     return _answer(error)
-                except HTTPException as error:
-                    return _error(error.status_code, str(error.detail), None)
+                except HTTPException as error:  # the body could not be read or parsed
+                    return _error(error.status_code, str(error.detail), "body")
                 except Exception:
                     log.exception("admin action %s failed", self.name)
                     return _error(500, "internal error (logged on the server)", None)
