@@ -637,10 +637,28 @@ _MARK_ALL_CONTACTS = sa.text("""
       AND sync_status <> 'todo'
 """)
 # Dates are rendered in UTC whatever the session's TimeZone, so the snapshot is stable.
-_REFRESH_SNAPSHOTS = sa.text(f"""
-    UPDATE civicrm_mailchimpsync_cache t SET civicrm_groups = {_SNAPSHOT_OF_T}
-    WHERE t.mailchimp_list_id = :list_id AND t.sync_status = 'todo'
-      AND t.civicrm_groups IS DISTINCT FROM {_SNAPSHOT_OF_T}
+# Set-based: the newest history of every todo row's contact in one sort, instead of one
+# index probe per row (the snapshot of a row without history, or without contact, is null).
+_REFRESH_SNAPSHOTS = sa.text("""
+    WITH todo AS (
+        SELECT t.id, t.civicrm_contact_id FROM civicrm_mailchimpsync_cache t
+        WHERE t.mailchimp_list_id = :list_id AND t.sync_status = 'todo'
+    ), newest AS (
+        SELECT DISTINCT ON (h.contact_id, h.group_id) h.contact_id, h.group_id, h.status, h.date
+        FROM civicrm_subscription_history h
+        WHERE h.group_id = ANY(CAST(:group_ids AS integer[]))
+          AND h.contact_id IN (SELECT civicrm_contact_id FROM todo)
+        ORDER BY h.contact_id, h.group_id, h.date DESC, h.id DESC
+    ), snapshots AS (
+        SELECT n.contact_id, jsonb_object_agg(n.group_id::text, jsonb_build_object(
+            'status', n.status,
+            'date', to_char(n.date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')))
+            AS snapshot
+        FROM newest n GROUP BY n.contact_id
+    )
+    UPDATE civicrm_mailchimpsync_cache c SET civicrm_groups = s.snapshot
+    FROM todo t LEFT JOIN snapshots s ON s.contact_id = t.civicrm_contact_id
+    WHERE c.id = t.id AND c.civicrm_groups IS DISTINCT FROM s.snapshot
 """)
 # A direct UPDATE probing the (list, contact) index: as a join, the planner hashes the whole
 # audience to write a chunk's thousand rows.

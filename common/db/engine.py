@@ -10,6 +10,10 @@ from common.settings import Settings
 POOL_SIZE = 5
 MAX_OVERFLOW = 5
 POOL_RECYCLE_SECONDS = 1800
+# Session settings for the stages' set-based statements: JIT compiling costs half a second on
+# every big statement (their estimates look huge) and never pays back on one execution; the
+# default 4 MB work_mem sends a 100,000-row sort or hash to disk.
+SESSION_OPTIONS = "-c jit=off -c work_mem=64MB"
 
 
 def database_url(settings: Settings) -> str:
@@ -31,4 +35,5 @@ def create_engine(url: str) -> sa.Engine:
         max_overflow=MAX_OVERFLOW,
         pool_pre_ping=True,
         pool_recycle=POOL_RECYCLE_SECONDS,
+        connect_args={"options": SESSION_OPTIONS},
     )

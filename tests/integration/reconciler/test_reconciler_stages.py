@@ -9,7 +9,8 @@ import pytest
 import sqlalchemy as sa
 from reconciler_support import LIST_ID, T0, World
 
-from common.vocabulary import GroupStatus
+from common.db import cache as cache_sql
+from common.vocabulary import GroupStatus, SyncStatus
 from services.reconciler import chunk, stages
 from services.reconciler.example_plugins import ContactNamesPlugin
 
@@ -336,6 +337,19 @@ def test_the_group_snapshot_holds_the_newest_history_per_group(world: World) -> 
         },
     }
     run_twice(world, lambda: stages.check_for_group_changes(world.conn, world.sc, since=T0))
+
+
+def test_a_snapshot_taken_by_a_full_check_is_not_news_to_an_incremental_one(world: World) -> None:
+    ada = world.contact("Ada", "a@example.org")
+    world.history(ada, ADDED, T0)
+    world.history(ada, ADDED, T0 + timedelta(hours=2), group=world.interest_groups[0])
+    row = world.row("a@example.org", "subscribed", ada)
+    stages.check_for_group_changes(world.conn, world.sc, since=None)
+    cache_sql.set_sync_statuses(world.conn, [cache_sql.RowStatus(row, SyncStatus.OK)])
+
+    report = stages.check_for_group_changes(world.conn, world.sc, since=T0 - timedelta(days=1))
+
+    assert report.counts["marked_todo"] == 0
 
 
 # --- readyToCheckForDataUpdates ----------------------------------------------------------
