@@ -70,7 +70,7 @@ class Deps:
 
 
 class Unauthorized(Exception):
-    """No secret, or one we do not hold (or not for this audience); the answer never says which."""
+    """No secret, one we do not hold, or another account's; the answer never says which."""
 
 
 def create_app(deps: Deps) -> FastAPI:
@@ -222,13 +222,15 @@ def publish(deps: Deps, event_id: int) -> None:
         deps.send(SyncMember(event_id=event_id))
     except Exception:  # any broker failure: the event is safe in the inbox
         log.warning("SyncMember(%d) not sent; the relay will publish it", event_id, exc_info=True)
-    else:
-        return
+        _unpublish(deps.engine, event_id)
+
+
+def _unpublish(engine: sa.Engine, event_id: int) -> None:
     try:
-        with deps.engine.begin() as conn:
+        with engine.begin() as conn:
             inbox.unpublish(conn, [event_id])
     except sa.exc.SQLAlchemyError:
-        # Marked published but never sent: the relay's stale-event pass sends it later.
+        # Marked published but never sent: the relay's pass for stale events resends it.
         log.warning("event %d not sent and still marked published", event_id, exc_info=True)
 
 

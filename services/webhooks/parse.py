@@ -1,12 +1,13 @@
 """Mailchimp webhook payloads -> events, or a PayloadError naming the field at fault.
 
-Pure: standard library only. Mailchimp posts ``application/x-www-form-urlencoded`` bodies
-with PHP-style bracket keys (``data[id]``, ``data[merges][FNAME]``); ``decode_form`` turns
-the raw body into a flat mapping of those keys, and a parser per webhook ``type`` turns the
-mapping into a frozen event: ``BATCH_EVENTS`` for the batch webhook, ``AUDIENCE_EVENTS`` for
-the audience webhook (subscribe, unsubscribe, profile, cleaned, upemail -> ``AudienceEvent``;
-campaign -> ``Ignored``). Every value that reaches the inbox is bounded and free of NUL (which
-Postgres cannot store in JSONB), so a payload either parses whole or is refused whole.
+Pure: the standard library and ``common.audience_events``. Mailchimp posts
+``application/x-www-form-urlencoded`` bodies with PHP-style bracket keys (``data[id]``,
+``data[merges][FNAME]``); ``decode_form`` turns the raw body into a flat mapping of those
+keys, and a parser per webhook ``type`` turns the mapping into a frozen event:
+``BATCH_EVENTS`` for the batch webhook, ``AUDIENCE_EVENTS`` for the audience webhook
+(subscribe, unsubscribe, profile, cleaned, upemail -> ``AudienceEvent``; campaign ->
+``Ignored``). Every value that reaches the inbox is bounded and free of NUL (which Postgres
+cannot store in JSONB), so a payload either parses whole or is refused whole.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import parse_qsl
 
-from common.audience_events import MEMBER_EVENTS, AudienceEvent, AudienceEventType
+from common.audience_events import AudienceEvent, AudienceEventType
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_FIELDS = 500
@@ -186,7 +187,10 @@ def _campaign(fields: Fields) -> Ignored:
 
 
 AUDIENCE_EVENTS: Mapping[str, Callable[[Fields], AudienceEvent | Ignored]] = {
-    **{kind: _member_event(kind) for kind in MEMBER_EVENTS - {AudienceEventType.UPEMAIL}},
+    AudienceEventType.SUBSCRIBE: _member_event(AudienceEventType.SUBSCRIBE),
+    AudienceEventType.UNSUBSCRIBE: _member_event(AudienceEventType.UNSUBSCRIBE),
+    AudienceEventType.PROFILE: _member_event(AudienceEventType.PROFILE),
+    AudienceEventType.CLEANED: _member_event(AudienceEventType.CLEANED),
     AudienceEventType.UPEMAIL: _email_changed,
     AudienceEventType.CAMPAIGN: _campaign,
 }
