@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -325,3 +327,29 @@ def _register(session: requests.Session, api_url: str, url: str) -> None:
 
 def _without_time(event: AudienceEvent) -> AudienceEvent:
     return AudienceEvent.from_json({**event.to_json(), "fired_at": None})
+
+
+def test_a_slow_broker_never_delays_the_answer(clean_tables: sa.Engine) -> None:
+    """Mailchimp gives up after 10 s: SyncMember goes out after the answer, not before."""
+    synced_audience(clean_tables)
+    release = threading.Event()
+    sent = Recorder()
+
+    def slow_send(*messages: Message) -> None:
+        release.wait(10)
+        sent(*messages)
+
+    with serve_in_thread(create_app(Deps(engine=clean_tables, send=slow_send))) as served:
+        started = time.monotonic()
+        reply = requests.post(
+            served.base_url + URL, data=CASES["subscribe"][0], headers=FORM, timeout=5
+        )
+        answered_in = time.monotonic() - started
+        assert inbox_rows(clean_tables)[0].event_type == "subscribe"
+        release.set()
+        deadline = time.monotonic() + 5
+        while not sent.messages and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert reply.status_code == 200
+    assert answered_in < 2
+    assert sent.messages == [SyncMember(event_id=inbox_rows(clean_tables)[0].id)]
