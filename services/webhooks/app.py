@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+import anyio
 import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -49,6 +50,9 @@ __all__ = ["AUDIENCE_WEBHOOK_PATH", "BATCH_WEBHOOK_PATH", "Deps", "create_app", 
 log = logging.getLogger(__name__)
 
 FORM_TYPE = "application/x-www-form-urlencoded"
+# Threads that may wait on the broker at once: a hung broker must not take the threads that
+# store events (the threadpool's), or every answer would wait with it.
+PUBLISHER_THREADS = 8
 UNAUTHORIZED = {"ok": False, "error": "unauthorized"}
 
 
@@ -83,6 +87,7 @@ def create_app(deps: Deps) -> FastAPI:
 def create_router(deps: Deps) -> APIRouter:
     """The batch and audience webhook routes and ``GET /healthz``, to mount in any app."""
     router = APIRouter()
+    publishers = anyio.CapacityLimiter(PUBLISHER_THREADS)
 
     @router.get("/healthz")
     def healthz() -> dict[str, bool]:
@@ -113,7 +118,8 @@ def create_router(deps: Deps) -> APIRouter:
             return _refused("audience", error)
         if event_id is None:
             return JSONResponse({"ok": True})
-        return JSONResponse({"ok": True}, background=BackgroundTask(publish, deps, event_id))
+        publishing = BackgroundTask(_publish_later, deps, event_id, publishers)
+        return JSONResponse({"ok": True}, background=publishing)
 
     return router
 
@@ -209,6 +215,10 @@ def _store(
     event_id = inbox.record(conn, event.list_id, event.type.value, event.to_json(), now)
     log.info("%s for audience %s stored as event %d", event.type, event.list_id, event_id)
     return event_id
+
+
+async def _publish_later(deps: Deps, event_id: int, publishers: anyio.CapacityLimiter) -> None:
+    await anyio.to_thread.run_sync(publish, deps, event_id, limiter=publishers)
 
 
 def publish(deps: Deps, event_id: int) -> None:

@@ -353,3 +353,27 @@ def test_a_slow_broker_never_delays_the_answer(clean_tables: sa.Engine) -> None:
     assert reply.status_code == 200
     assert answered_in < 2
     assert sent.messages == [SyncMember(event_id=inbox_rows(clean_tables)[0].id)]
+
+
+def test_a_hung_broker_never_stops_events_being_taken(clean_tables: sa.Engine) -> None:
+    """More sends hang than the threadpool has threads; events are still stored and answered."""
+    synced_audience(clean_tables)
+    release = threading.Event()
+    sent = Recorder()
+
+    def hung_send(*messages: Message) -> None:
+        release.wait(30)
+        sent(*messages)
+
+    posts = 50  # more than the threadpool's 40 threads
+    with serve_in_thread(create_app(Deps(engine=clean_tables, send=hung_send))) as served:
+        for n in range(posts):
+            form = {**CASES["subscribe"][0], "data[email]": f"p{n}@example.com"}
+            reply = requests.post(served.base_url + URL, data=form, headers=FORM, timeout=5)
+            assert reply.status_code == 200
+        assert len(inbox_rows(clean_tables)) == posts
+        release.set()
+        deadline = time.monotonic() + 10
+        while len(sent.messages) < posts and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert sorted(sent.sync_members()) == [row.id for row in inbox_rows(clean_tables)]
