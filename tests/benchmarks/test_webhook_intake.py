@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -125,7 +126,11 @@ async def _fire(url: str, first: int, count: int, clients: int) -> Fired:
         async with httpx.AsyncClient(timeout=30) as http:
             for n in pending:
                 started = time.perf_counter()
-                reply = await http.post(url, content=_body(n), headers=headers)
+                try:
+                    reply = await http.post(url, content=_body(n), headers=headers)
+                except httpx.HTTPError as error:  # counted, so that the figures still print
+                    fired.errors.append(repr(error))
+                    continue
                 fired.latencies.append(time.perf_counter() - started)
                 fired.statuses.append(reply.status_code)
 
@@ -139,6 +144,7 @@ async def _fire(url: str, first: int, count: int, clients: int) -> Fired:
 class Fired:
     latencies: list[float] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     def report(self, clients: int) -> str:
@@ -147,7 +153,9 @@ class Fired:
             f"  {clients:3d} clients: {len(ms) / self.seconds:,.0f} events/s"
             f" ({len(ms)} in {self.seconds:.2f} s); latency ms: p50 {_percentile(ms, 0.5):.1f}"
             f"  p90 {_percentile(ms, 0.9):.1f}  p99 {_percentile(ms, 0.99):.1f}"
-            f"  max {max(ms):.1f}"
+            f"  max {max(ms):.1f}\n"
+            f"               answers {dict(Counter(self.statuses))}"
+            f" errors {dict(Counter(self.errors))}"
         )
 
 
