@@ -183,3 +183,25 @@ def test_a_huge_value_in_every_field_is_refused_whole(
     )
     assert reply.status_code == 400
     assert inbox_rows(clean_tables) == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "?secret=%FF%FE",
+        "?secret=%00",
+        "?secret",
+        f"?secret={SECRET}%00",
+        f"?secret[]={SECRET}",
+        f"?SECRET={SECRET}",
+        f"?secret={SECRET}&secret=wrong",
+    ],
+)
+@pytest.mark.parametrize("path", [AUDIENCE_WEBHOOK_PATH, BATCH_WEBHOOK_PATH])
+def test_a_malformed_query_is_unauthorized_and_stores_nothing(
+    client: TestClient, clean_tables: sa.Engine, path: str, query: str
+) -> None:
+    body = urlencode({"type": "subscribe", "data[list_id]": LIST_ID, "data[email]": "a@b.c"})
+    reply = client.post(path + query, content=body, headers={"content-type": FORM_TYPE})
+    assert reply.status_code == 401
+    assert inbox_rows(clean_tables) == []
