@@ -80,15 +80,27 @@ def unpublished(conn: sa.Connection, received_before: datetime, limit: int) -> l
     return list(conn.execute(query).scalars())
 
 
+def peek(conn: sa.Connection, event_id: int) -> InboxEvent | None:
+    """An unprocessed event, read without a lock; None if it was acted on."""
+    return _unprocessed(conn, event_id, lock=False)
+
+
 def claim(conn: sa.Connection, event_id: int) -> InboxEvent | None:
-    """Lock an unprocessed event for the caller's transaction; None if done or being done."""
+    """Lock an unprocessed event for the caller's transaction; None if it was acted on.
+
+    Waits for a lock another transaction holds (the relay marking the row, a worker acting
+    on the same event), then looks again: skipping a locked row would drop the message.
+    """
+    return _unprocessed(conn, event_id, lock=True)
+
+
+def _unprocessed(conn: sa.Connection, event_id: int, lock: bool) -> InboxEvent | None:
     query = (
         sa.select(webhook_event)
         .where(webhook_event.c.id == event_id)
         .where(webhook_event.c.processed_at.is_(None))
-        .with_for_update(skip_locked=True)
     )
-    row = conn.execute(query).one_or_none()
+    row = conn.execute(query.with_for_update() if lock else query).one_or_none()
     if row is None:
         return None
     return InboxEvent(row.id, row.mailchimp_list_id, row.event_type, row.data, row.received_at)

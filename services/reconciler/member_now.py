@@ -55,11 +55,11 @@ class Outcome:
 
 def sync_member(deps: Deps, message: SyncMember) -> list[Message]:
     """Act on a stored audience event once; submit the updates it queued."""
-    with deps.engine.begin() as conn:  # a peek: the claim that counts comes after the fetch
-        stored = inbox.claim(conn, message.event_id)
+    with deps.engine.connect() as conn:  # a peek: the claim that counts comes after the fetch
+        stored = inbox.peek(conn, message.event_id)
         connection = config.connection_for(conn, stored.list_id) if stored else None
     if stored is None:
-        return []  # acted on already, or being acted on by another worker
+        return []  # acted on already
     event = AudienceEvent.from_json(stored.data)
     member = None
     if connection is not None:

@@ -6,6 +6,7 @@ simulator firing real webhooks lives in tests/integration/pipeline.
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -247,3 +248,45 @@ def test_the_handler_acts_once_and_submits_what_it_queued(committing_db: sa.Conn
     ).one()
     assert processed.processed_at == NOW
     assert "queued 1" in processed.outcome
+
+
+def test_an_event_locked_by_the_relay_is_waited_for_not_dropped(
+    committing_db: sa.Connection,
+) -> None:
+    w = World(committing_db)
+    ev = event(AudienceEventType.SUBSCRIBE, "gil@example.org")
+    event_id = inbox.record(w.conn, LIST_ID, ev.type.value, ev.to_json())
+    w.conn.commit()
+    api_member = {
+        "id": subscriber_hash("gil@example.org"),
+        "email_address": "gil@example.org",
+        "status": "subscribed",
+        "last_changed": T0.isoformat(),
+    }
+    deps = member_now.Deps(
+        w.conn.engine,
+        lambda _key: FakeMailchimp(api_member),  # type: ignore[arg-type,return-value]
+        lambda: NOW,
+    )
+    locked = w.conn.engine.connect()
+    locked.execute(
+        sa.text("SELECT 1 FROM mailchimpsync_webhook_event WHERE id = :id FOR UPDATE"),
+        {"id": event_id},
+    )  # the relay marking the row published, say
+    worker = threading.Thread(
+        target=member_now.sync_member, args=(deps, SyncMember(event_id=event_id))
+    )
+    worker.start()
+    worker.join(timeout=1)
+    assert worker.is_alive()  # waiting for the lock, not skipping the event
+
+    locked.commit()
+    locked.close()
+    worker.join(timeout=10)
+
+    assert not worker.is_alive()
+    outcome = w.conn.execute(
+        sa.text("SELECT outcome FROM mailchimpsync_webhook_event WHERE id = :id"),
+        {"id": event_id},
+    ).scalar_one()
+    assert outcome is not None and "added_to_group 1" in outcome
