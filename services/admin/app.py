@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Body, FastAPI, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -130,6 +131,10 @@ def _guarded_route(token: str) -> type[APIRoute]:
                     return _answer(error)
                 except HTTPException as error:  # the body could not be read or parsed
                     return _error(error.status_code, str(error.detail), "body")
+                except sa.exc.DataError:
+                    # A value the database cannot take that an action's model let through.
+                    log.warning("admin action %s: a value the database refused", self.name)
+                    return _error(400, "a parameter's value is out of range for the database", None)
                 except Exception:
                     log.exception("admin action %s failed", self.name)
                     return _error(500, "internal error (logged on the server)", None)

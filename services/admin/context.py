@@ -61,6 +61,12 @@ class Conflict(ActionError):
     status = 409
 
 
+class Unavailable(ActionError):
+    """A service we depend on (the message broker) cannot be reached now (503)."""
+
+    status = 503
+
+
 class UpstreamError(ActionError):
     """Mailchimp refused or failed (502); the message carries Mailchimp's title."""
 

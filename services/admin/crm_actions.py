@@ -19,7 +19,14 @@ from common.runs import InvalidRunParameter, parse_since, parse_stop_on
 from common.sync_request import NothingToSync, SyncRequest, select_connections
 from common.vocabulary import MailchimpStatus, SyncStatus
 from services.admin.config_shape import config_json, parse_config
-from services.admin.context import Action, AdminContext, Conflict, NotFound, ParamError
+from services.admin.context import (
+    Action,
+    AdminContext,
+    Conflict,
+    NotFound,
+    ParamError,
+    Unavailable,
+)
 from services.admin.params import INT4_MAX, BigRowId, LongText, RowId, Text
 
 log = logging.getLogger(__name__)
@@ -110,7 +117,11 @@ def fetch_and_reconcile(ctx: AdminContext, params: FetchAndReconcileParams) -> d
             if request.group_id is None:
                 raise Conflict("no sync connection is configured (see updateconfig)") from None
             raise NotFound(str(error), "group_id") from None
-    ctx.send(*(request.message(c.list_id) for c in connections))
+    try:
+        ctx.send(*(request.message(c.list_id) for c in connections))
+    except Exception as error:  # any broker failure; a StartSync sent twice is harmless
+        log.warning("fetchandreconcile: enqueueing failed", exc_info=True)
+        raise Unavailable(f"could not enqueue the sync: {error}") from None
     return {
         "enqueued": [
             {"mailchimp_list_id": c.list_id, "group_id": c.subscription_group_id}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -24,17 +25,22 @@ from admin_support import (
     snapshot,
 )
 from dramatiq.brokers.stub import StubBroker
+from fastapi import FastAPI
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from common.limits import LocalConnectionLimiter
+from common.mailchimp import MailchimpClient
 from common.messages import StartSync
 from common.runtime import Runtime
 from common.settings import Settings
 from common.webhook_urls import AUDIENCE_WEBHOOK_PATH, BATCH_WEBHOOK_PATH
 from mcsync.serve import build_app
 from services.admin import crm_actions, registry
-from services.admin.app import MAX_BODY_BYTES, action_path, create_app
+from services.admin.app import MAX_BODY_BYTES, action_path, create_app, create_router
+from services.admin.context import Action, AdminContext
+from sim.mailchimp import RunningSimulator, Simulator, run_in_thread
 
 pytestmark = pytest.mark.integration
 
@@ -347,3 +353,59 @@ def test_updateconfig_either_applies_the_whole_config_or_changes_nothing(
             action_path("updateconfig"), json={"config": json.dumps(stored)}, headers=AUTH
         )
         assert again.json()["config"] == stored
+
+
+def test_a_broker_that_cannot_be_reached_is_a_503_not_a_crash(
+    clean_tables: sa.Engine, client: TestClient
+) -> None:
+    def broken(*messages: object) -> None:
+        raise ConnectionError("broker down")
+
+    ctx = replace(make_context(clean_tables), send=broken)
+    with TestClient(create_app(ctx)) as broken_client:
+        reply = broken_client.post(action_path("fetchandreconcile"), json={}, headers=AUTH)
+    assert reply.status_code == 503
+    assert "broker down" in reply.json()["error"]
+
+
+class _Value(BaseModel):
+    value: int
+
+
+def _cast(ctx: AdminContext, params: _Value) -> dict[str, Any]:
+    with ctx.engine.connect() as conn:
+        conn.execute(sa.text("SELECT CAST(:v AS integer)"), {"v": params.value})
+    return {}
+
+
+def test_a_value_the_database_refuses_is_a_400_whatever_the_action(
+    clean_tables: sa.Engine,
+) -> None:
+    actions = {"cast": Action("cast", _Value, _cast, "cast to integer")}
+    app = FastAPI()
+    app.include_router(create_router(make_context(clean_tables), actions))
+    with TestClient(app) as test_client:
+        reply = test_client.post(action_path("cast"), json={"value": 2**40}, headers=AUTH)
+    assert reply.status_code == 400
+
+
+@FUZZ
+@given(data=st.data())
+def test_random_parameters_to_any_action_never_get_an_internal_error(
+    clean_tables: sa.Engine, simulator: RunningSimulator, data: st.DataObject
+) -> None:
+    def mailchimp(api_key: str) -> MailchimpClient:
+        return MailchimpClient(api_key, base_url=simulator.api_url, retries=0)
+
+    action = data.draw(st.sampled_from(list(registry.ACTIONS)))
+    body = data.draw(_params_like(action))
+    with TestClient(create_app(make_context(clean_tables, mailchimp=mailchimp))) as any_client:
+        reply = any_client.post(action_path(action), json=body, headers=AUTH)
+    assert reply.status_code != 500, reply.text
+    assert set(reply.json()) >= ({"error", "param"} if reply.status_code >= 400 else set())
+
+
+@pytest.fixture(scope="module")
+def simulator() -> Iterator[RunningSimulator]:
+    with run_in_thread(Simulator()) as running:
+        yield running
