@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from common.db import config, runs, stats
 from common.db.config import SyncConnection
@@ -213,9 +214,11 @@ class IncludeInSyncParams(_Params):
 def include_in_sync(ctx: AdminContext, params: IncludeInSyncParams) -> dict[str, Any]:
     """Every cache row of the contacts, in every audience, becomes ``todo``."""
     ids = params.contact_id if isinstance(params.contact_id, list) else [params.contact_id]
+    # One array parameter: a list of 100,000 ids would overflow the driver's bind limit.
+    wanted = sa.bindparam("ids", sorted(set(ids)), type_=ARRAY(sa.Integer))
     statement = (
         sa.update(cache)
-        .where(cache.c.civicrm_contact_id.in_(sorted(set(ids))))
+        .where(cache.c.civicrm_contact_id == sa.any_(wanted))
         .values(sync_status=SyncStatus.TODO.value)
     )
     with ctx.engine.begin() as conn:

@@ -656,3 +656,12 @@ def test_cache_get_refuses_a_bad_parameter_by_name(params: dict[str, Any], param
     with pytest.raises(ParamError) as refused:
         parse(crm_actions.CacheGetParams, params)
     assert refused.value.param == param
+
+
+def test_includeinsync_takes_the_largest_list_allowed_in_one_statement(
+    clean_tables: sa.Engine, configured: dict[str, Any]
+) -> None:
+    ann = make_contact(clean_tables, "Ann", "ann@example.org")
+    add_row(clean_tables, LIST_A, "ann@example.org", "subscribed", ann)
+    ids = [ann, *range(10_000_000, 10_000_000 + crm_actions.MAX_CONTACTS - 1)]
+    assert call(make_context(clean_tables), "includeinsync", contact_id=ids) == {"affected": 1}
