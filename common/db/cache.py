@@ -37,6 +37,7 @@ __all__ = [
     "load_mailchimp_data",
     "load_plugin_rows",
     "mark_all_contacts_todo",
+    "mark_contacts_todo",
     "mark_group_changes_todo",
     "match_contacts_by_email",
     "members_without_contact",
@@ -379,6 +380,13 @@ def mark_group_changes_todo(
     return conn.execute(_MARK_GROUP_CHANGES, params).rowcount
 
 
+def mark_contacts_todo(conn: sa.Connection, contact_ids: Iterable[int]) -> int:
+    """Every row of these contacts, in every audience, -> ``todo`` (``includeinsync``);
+    returns the rows (not contacts) marked. The ids travel as one array parameter."""
+    ids = sorted(set(contact_ids))
+    return conn.execute(_MARK_CONTACTS_TODO, {"ids": ids}).rowcount
+
+
 def mark_all_contacts_todo(conn: sa.Connection, list_id: str) -> int:
     """Every row with a contact -> ``todo`` (a full sync); returns the rows changed."""
     return conn.execute(_MARK_ALL_CONTACTS, {"list_id": list_id}).rowcount
@@ -630,6 +638,10 @@ _MARK_GROUP_CHANGES = sa.text(f"""
           SELECT h.contact_id FROM civicrm_subscription_history h
           WHERE h.group_id = ANY(CAST(:group_ids AS integer[])) AND h.date >= :since)
       AND t.civicrm_groups IS DISTINCT FROM {_SNAPSHOT_OF_T}
+""")
+_MARK_CONTACTS_TODO = sa.text("""
+    UPDATE civicrm_mailchimpsync_cache SET sync_status = 'todo'
+    WHERE civicrm_contact_id = ANY(CAST(:ids AS integer[]))
 """)
 _MARK_ALL_CONTACTS = sa.text("""
     UPDATE civicrm_mailchimpsync_cache SET sync_status = 'todo'

@@ -10,11 +10,9 @@ from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy.dialects.postgresql import ARRAY
 
-from common.db import config, runs, stats
+from common.db import cache, config, runs, stats
 from common.db.config import SyncConnection
-from common.db.schema import cache
 from common.mailchimp import InvalidApiKey, MailchimpError, MailchimpTransientError
 from common.runs import InvalidRunParameter, parse_since, parse_stop_on
 from common.sync_request import NothingToSync, SyncRequest, select_connections
@@ -214,15 +212,8 @@ class IncludeInSyncParams(_Params):
 def include_in_sync(ctx: AdminContext, params: IncludeInSyncParams) -> dict[str, Any]:
     """Every cache row of the contacts, in every audience, becomes ``todo``."""
     ids = params.contact_id if isinstance(params.contact_id, list) else [params.contact_id]
-    # One array parameter: a list of 100,000 ids would overflow the driver's bind limit.
-    wanted = sa.bindparam("ids", sorted(set(ids)), type_=ARRAY(sa.Integer))
-    statement = (
-        sa.update(cache)
-        .where(cache.c.civicrm_contact_id == sa.any_(wanted))
-        .values(sync_status=SyncStatus.TODO.value)
-    )
     with ctx.engine.begin() as conn:
-        affected = conn.execute(statement).rowcount
+        affected = cache.mark_contacts_todo(conn, ids)
     return {"affected": affected}
 
 
