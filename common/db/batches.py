@@ -483,3 +483,76 @@ def _values(
     """A ``VALUES`` list to join bulk changes against (one statement for many rows)."""
     columns = [sa.column(name, type_) for name, type_ in zip(names, types, strict=True)]
     return sa.values(*columns, name="v").data(list(rows))
+
+
+# --- abortsync ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Aborted:
+    """What an abort changed: batch rows aborted, updates completed with the abort's error,
+    and the cache rows of those updates."""
+
+    batch_row_ids: tuple[int, ...] = ()
+    update_ids: tuple[int, ...] = ()
+    cache_ids: frozenset[int] = frozenset()
+
+
+def open_posted_batches(conn: sa.Connection, list_id: str) -> list[BatchRow]:
+    """The audience's batches known to Mailchimp whose results are not applied yet."""
+    query = _batch_rows().where(
+        batch.c.mailchimp_list_id == list_id,
+        batch.c.mailchimp_batch_id.is_not(None),
+        batch.c.response_processed != ResponseProcessed.DONE,
+    )
+    return [BatchRow(*row) for row in conn.execute(query.order_by(batch.c.id))]
+
+
+def posting_batches_of(conn: sa.Connection, list_id: str) -> list[BatchRow]:
+    """The audience's batch rows in the *posting* state, however young."""
+    query = _batch_rows().where(
+        batch.c.mailchimp_list_id == list_id,
+        batch.c.mailchimp_batch_id.is_(None),
+        batch.c.status.is_(None),
+    )
+    return [BatchRow(*row) for row in conn.execute(query.order_by(batch.c.id))]
+
+
+def abort_posted_batches(
+    conn: sa.Connection, mailchimp_batch_ids: Collection[str], error: str
+) -> Aborted:
+    """Abort these posted batches (deleted at Mailchimp) unless their results were applied
+    meanwhile: their open updates are completed with ``error``, the rows become ``aborted``.
+
+    The batch rows are locked first, in the order a processing of results locks them, so an
+    abort and a processing of the same batch wait for each other and only one acts.
+    """
+    if not mailchimp_batch_ids:
+        return Aborted()
+    row_ids = list(
+        conn.scalars(
+            sa.select(batch.c.id)
+            .where(batch.c.mailchimp_batch_id.in_(list(mailchimp_batch_ids)))
+            .where(batch.c.response_processed != ResponseProcessed.DONE)
+            .order_by(batch.c.id)
+            .with_for_update()
+        )
+    )
+    if not row_ids:
+        return Aborted()
+    completed = conn.execute(
+        sa.update(update)
+        .where(update.c.mailchimpsync_batch_id.in_(row_ids), update.c.completed.is_(False))
+        .values(completed=True, error_response=error)
+        .returning(update.c.id, update.c.mailchimpsync_cache_id)
+    ).all()
+    conn.execute(
+        sa.update(batch)
+        .where(batch.c.id.in_(row_ids))
+        .values(status=BatchStatus.ABORTED, response_processed=ResponseProcessed.DONE)
+    )
+    return Aborted(
+        tuple(row_ids),
+        tuple(sorted(u for u, _ in completed)),
+        frozenset(c for _, c in completed),
+    )

@@ -171,6 +171,7 @@ def clear_trust_overrides(conn: sa.Connection, connection_id: int) -> None:
         .values(trust_override="")
     )
 
+
 # --- the whole configuration (the admin action updateconfig) -------------------------------
 
 
@@ -347,3 +348,124 @@ def connection_for(conn: sa.Connection, list_id: str) -> SyncConnection | None:
 def webhook_secrets(conn: sa.Connection) -> list[str]:
     """Every stored webhook secret (a few per account), for a constant-time comparison."""
     return list(conn.execute(sa.select(webhook_secret.c.secret)).scalars())
+
+
+# --- webhook registrations (the admin actions fetchaccountinfo and updatewebhook) ------------
+
+
+@dataclass(frozen=True)
+class ConnectionWebhook:
+    """A sync connection's audience and the id of its audience webhook at Mailchimp."""
+
+    connection_id: int
+    list_id: str
+    subscription_group_id: int
+    webhook_id: str | None
+
+
+@dataclass(frozen=True)
+class AccountWebhooks:
+    """An account's webhook secrets (oldest first), batch webhook id and connections."""
+
+    account_id: int
+    name: str
+    api_key: str
+    batch_webhook_id: str | None
+    secrets: tuple[str, ...]
+    connections: tuple[ConnectionWebhook, ...]
+
+
+def load_account_webhooks(
+    conn: sa.Connection, api_key: str, lock: bool = False
+) -> AccountWebhooks | None:
+    """The account of ``api_key`` with its secrets and connections, or None if not configured.
+
+    ``lock``: hold the account row for the transaction (before creating its first secret).
+    """
+    query = sa.select(account).where(account.c.api_key == api_key)
+    row = conn.execute(query.with_for_update() if lock else query).one_or_none()
+    if row is None:
+        return None
+    secrets = conn.execute(
+        sa.select(webhook_secret.c.secret)
+        .where(webhook_secret.c.account_id == row.id)
+        .order_by(webhook_secret.c.id)
+    ).scalars()
+    connections = conn.execute(
+        sa.select(
+            connection.c.id,
+            connection.c.mailchimp_list_id,
+            connection.c.subscription_group_id,
+            connection.c.webhook_id,
+        )
+        .where(connection.c.account_id == row.id)
+        .order_by(connection.c.id)
+    ).all()
+    return AccountWebhooks(
+        account_id=row.id,
+        name=row.name,
+        api_key=row.api_key,
+        batch_webhook_id=row.batch_webhook_id,
+        secrets=tuple(secrets),
+        connections=tuple(ConnectionWebhook(*c) for c in connections),
+    )
+
+
+def connected_groups(conn: sa.Connection) -> dict[str, int]:
+    """Every connected audience's subscription group, by audience id."""
+    query = sa.select(connection.c.mailchimp_list_id, connection.c.subscription_group_id)
+    return {list_id: group_id for list_id, group_id in conn.execute(query)}
+
+
+def set_batch_webhook_id(conn: sa.Connection, account_id: int, webhook_id: str | None) -> None:
+    """Record the account's batch webhook at Mailchimp (None: it has none)."""
+    conn.execute(
+        sa.update(account).where(account.c.id == account_id).values(batch_webhook_id=webhook_id)
+    )
+
+
+def set_connection_webhook_id(
+    conn: sa.Connection, connection_id: int, webhook_id: str | None
+) -> None:
+    """Record the audience webhook of a sync connection at Mailchimp (None: it has none)."""
+    conn.execute(
+        sa.update(connection).where(connection.c.id == connection_id).values(webhook_id=webhook_id)
+    )
+
+
+def forget_webhook_id(conn: sa.Connection, account_id: int, webhook_id: str) -> int:
+    """A webhook deleted at Mailchimp: clear it wherever the account records it; returns how
+    many records (the batch webhook, audience webhooks) were cleared."""
+    cleared = conn.execute(
+        sa.update(account)
+        .where(account.c.id == account_id, account.c.batch_webhook_id == webhook_id)
+        .values(batch_webhook_id=None)
+    ).rowcount
+    cleared += conn.execute(
+        sa.update(connection)
+        .where(connection.c.account_id == account_id, connection.c.webhook_id == webhook_id)
+        .values(webhook_id=None)
+    ).rowcount
+    return int(cleared)
+
+
+def lock_account_webhooks(conn: sa.Connection, account_id: int) -> None:
+    """Serialise changes to one account's webhooks at Mailchimp across processes.
+
+    A session-level advisory lock (``conn`` should be in autocommit, so no transaction stays
+    open during the calls to Mailchimp); release it with ``unlock_account_webhooks``.
+    """
+    conn.execute(
+        sa.text("SELECT pg_advisory_lock(hashtext(:namespace), :account_id)"),
+        {"namespace": _WEBHOOK_LOCK_NAMESPACE, "account_id": account_id},
+    )
+
+
+def unlock_account_webhooks(conn: sa.Connection, account_id: int) -> None:
+    conn.execute(
+        sa.text("SELECT pg_advisory_unlock(hashtext(:namespace), :account_id)"),
+        {"namespace": _WEBHOOK_LOCK_NAMESPACE, "account_id": account_id},
+    )
+
+
+_WEBHOOK_LOCK_NAMESPACE = "mailchimpsync-webhooks"

@@ -107,6 +107,7 @@ async def handle_api_call(sim: Simulator, request: Request, path: str) -> Respon
         sim.record(method, "unauthenticated", 401, via="api")
         return problem_response(errors.api_key_invalid())
     account.in_flight += 1
+    account.peak_in_flight = max(account.peak_in_flight, account.in_flight)
     try:
         too_many = _concurrency_error(sim, account)
         if too_many is not None:

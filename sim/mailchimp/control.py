@@ -101,6 +101,9 @@ def build_router(sim: Simulator) -> APIRouter:
                     "counts": dict(sim.request_counts),
                     "batch_operation_counts": dict(sim.operation_counts),
                     "recent": list(sim.request_log),
+                    "peak_in_flight": max(
+                        (a.peak_in_flight for a in sim.accounts.values()), default=0
+                    ),
                 }
             )
 
@@ -110,6 +113,8 @@ def build_router(sim: Simulator) -> APIRouter:
             sim.request_counts.clear()
             sim.operation_counts.clear()
             sim.request_log.clear()
+            for account in sim.accounts.values():
+                account.peak_in_flight = 0
         return Response(b"", 204)
 
     @router.get("/switches")

@@ -277,6 +277,7 @@ class Account:
     batches: dict[str, Batch] = field(default_factory=dict)
     batch_webhooks: dict[str, BatchWebhook] = field(default_factory=dict)
     in_flight: int = 0
+    peak_in_flight: int = 0
 
     def open_batches(self) -> int:
         return sum(1 for b in self.batches.values() if b.status in ("pending", "started"))
