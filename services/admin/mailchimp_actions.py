@@ -14,6 +14,7 @@ from services.admin.context import Action, AdminContext
 from services.admin.mailchimp_abort import abort_sync
 from services.admin.mailchimp_account import fetch_account_info
 from services.admin.mailchimp_webhooks import update_webhook
+from services.admin.params import RowId, Text
 
 
 class AbortSyncParams(BaseModel):
@@ -21,21 +22,21 @@ class AbortSyncParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    group_id: int = Field(gt=0, description="subscription group of the sync connection")
+    group_id: RowId = Field(description="subscription group of the sync connection")
 
 
 class FetchAccountInfoParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    api_key: str = Field(min_length=1, description="a Mailchimp API key, <hex>-<dc>")
+    api_key: Text = Field(min_length=1, description="a Mailchimp API key, <hex>-<dc>")
 
 
 class UpdateWebhookParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    api_key: str = Field(min_length=1, description="the API key of a configured account")
+    api_key: Text = Field(min_length=1, description="the API key of a configured account")
     process: Literal["add_batch_webhook", "delete_batch_webhook", "add_webhook", "delete_webhook"]
-    id: str | None = Field(default=None, description="the webhook id (delete processes only)")
+    id: Text | None = Field(default=None, description="the webhook id (delete processes only)")
 
 
 def _abortsync(ctx: AdminContext, params: AbortSyncParams) -> dict[str, Any]:

@@ -20,6 +20,7 @@ during the calls to Mailchimp.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -51,6 +52,8 @@ PROCESSES = (ADD_BATCH, DELETE_BATCH, ADD_AUDIENCE, DELETE_AUDIENCE)
 
 EVENTS = {event.value: event in MEMBER_EVENTS for event in AudienceEventType}
 SOURCES = {"user": True, "admin": True, "api": False}
+WEBHOOK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""The id goes into Mailchimp's path: nothing that could change the path."""
 
 Process = Callable[[AdminContext, MailchimpClient, AccountWebhooks, str], dict[str, Any]]
 
@@ -65,6 +68,8 @@ def update_webhook(
         raise ParamError(f"id: only the delete processes take an id, not {process}", "id")
     if not adding and not webhook_id:
         raise ParamError(f"id: {process} needs the id of the webhook to delete", "id")
+    if webhook_id and not WEBHOOK_ID.match(webhook_id):
+        raise ParamError("id: a Mailchimp webhook id is letters and digits", "id")
     if adding and not ctx.settings.webhook_base_url:
         raise Conflict(
             "MCSYNC_WEBHOOK_BASE_URL is not set: Mailchimp needs the public URL of our "
