@@ -29,12 +29,13 @@ A *posting* row is never aborted here. Its POST may be on the wire: had we marke
 batch created at Mailchimp would be recorded nowhere: never deleted, its results never
 applied. Instead the row is left to the submitter, which records the Mailchimp id within
 seconds (or, if it died, its resolver adopts or releases the row after ``POSTING_GRACE``).
-The abort waits up to ``POSTING_WAIT`` for *posting* rows to leave that state and then runs
-again: a batch now posted is deleted at Mailchimp and aborted, a released one's updates are
-unsubmitted again and aborted. A row still *posting* after the wait is reported
-(``batches_still_posting``) with its updates left open: call ``abortsync`` again later.
-(Waiting in the action rather than refusing keeps the common case, a POST that takes a
-second, to one call.)
+The abort waits (up to ``POSTING_WAIT``) for young *posting* rows to leave that state, then
+runs again: a batch now posted is deleted at Mailchimp and aborted; a released row's updates
+are unsubmitted again, and aborted. Waiting rather than refusing keeps the common case, a
+POST that takes a second, to one call. A row still *posting* after the wait is reported
+(``batches_still_posting``) with its updates left open: call ``abortsync`` again once it is
+resolved (the submitter's poller resolves an old one after ``POSTING_GRACE``; if it releases
+the row, its updates are unsubmitted again and the next call aborts them).
 
 Likewise a batch that becomes posted between step 1 and step 2 is not aborted by that pass
 (it was not deleted at Mailchimp); the next pass deletes it.
@@ -45,7 +46,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -65,6 +66,9 @@ ABORTED = "aborted"
 POSTING_WAIT = 15.0
 """Seconds to wait for batches being posted right now to be recorded (see module doc)."""
 POLL_SECONDS = 0.2
+POST_IN_FLIGHT = timedelta(minutes=10)
+"""A *posting* row older than this is not waited for: no POST lasts so long (the submitter's
+``POSTING_GRACE``); its submitter died and its resolver will adopt or release it."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,7 @@ def abort_sync(ctx: AdminContext, group_id: int, posting_wait: float = POSTING_W
     report = _abort_once(ctx, client, connection)
     while (report.posted_meanwhile and time.monotonic() < deadline) or (
         report.batches_still_posting
-        and _posts_moved(ctx.engine, connection.list_id, report.batches_still_posting, deadline)
+        and _posts_moved(ctx, connection.list_id, report.batches_still_posting, deadline)
     ):
         report = report.then(_abort_once(ctx, client, connection))
     return report
@@ -225,13 +229,17 @@ def _log_line(report: AbortReport) -> str:
 
 
 def _posts_moved(
-    engine: sa.Engine, list_id: str, posting: tuple[int, ...], deadline: float
+    ctx: AdminContext, list_id: str, posting: tuple[int, ...], deadline: float
 ) -> bool:
-    """Wait until one of these *posting* rows left that state (True) or the deadline (False)."""
+    """Wait until one of these *posting* rows left that state (True), or give up (False) at
+    the deadline or at once when none is young enough to have its POST still on the wire."""
     while time.monotonic() < deadline:
-        time.sleep(POLL_SECONDS)
-        with engine.connect() as conn:
-            still = {b.id for b in batches.posting_batches_of(conn, list_id)}
-        if not still.issuperset(posting):
+        with ctx.engine.connect() as conn:
+            rows = [b for b in batches.posting_batches_of(conn, list_id) if b.id in posting]
+        if len(rows) < len(posting):
             return True
+        young = ctx.clock() - POST_IN_FLIGHT
+        if not any(b.submitted_at is not None and b.submitted_at > young for b in rows):
+            return False
+        time.sleep(POLL_SECONDS)
     return False

@@ -7,8 +7,9 @@ webhooks take the member events (subscribe, unsubscribe, profile, cleaned, upema
 ``campaign``, from the sources ``user`` and ``admin`` only: with ``api`` our own updates would
 come back to us as events, and loop.
 
-Adding is idempotent: a webhook of ours already registered is kept (and put right if it
-was disabled or subscribed to other events), never duplicated; its id is stored
+Adding is idempotent: a webhook of ours already registered is kept, never duplicated, and
+put right if it was disabled, subscribed to other events or sources, or registered at an
+older URL (the id we stored, while the base URL changed since); its id is stored
 (``mailchimpsync_account.batch_webhook_id``, ``mailchimpsync_connection.webhook_id``).
 Deleting takes any webhook id of the account (the config screen lists them all) and clears
 the stored id if it was ours; an id Mailchimp does not know is a NotFound on ``id``.
@@ -127,21 +128,31 @@ def _add_batch(
 ) -> dict[str, Any]:
     account = _with_secret(ctx.engine, account)
     ours = _ours(ctx, account)
-    listed = [
-        h for h in all_pages(client, "/batch-webhooks", "webhooks") if ours.is_batch(h["url"])
-    ]
-    listed.sort(key=lambda h: h["id"] != account.batch_webhook_id)  # the stored one first
-    created = not listed
-    if created:
-        url = webhook_url(ctx.settings.webhook_base_url, BATCH_WEBHOOK_PATH, account.secrets[0])
-        hook = client.post("/batch-webhooks", {"url": url, "enabled": True})
+    url = webhook_url(ctx.settings.webhook_base_url, BATCH_WEBHOOK_PATH, account.secrets[0])
+    listed = all_pages(client, "/batch-webhooks", "webhooks")
+    hook = _pick(listed, ours.is_batch, account.batch_webhook_id)
+    created = updated = False
+    if hook is None:
+        hook, created = client.post("/batch-webhooks", {"url": url, "enabled": True}), True
     else:
-        hook = listed[0]
-        if not hook.get("enabled"):
-            hook = client.patch(f"/batch-webhooks/{hook['id']}", {"enabled": True})
+        changes: dict[str, Any] = {} if ours.is_batch(hook.get("url")) else {"url": url}
+        changes.update({} if hook.get("enabled") else {"enabled": True})
+        if changes:
+            hook, updated = client.patch(f"/batch-webhooks/{hook['id']}", changes), True
     with ctx.engine.begin() as conn:
         config.set_batch_webhook_id(conn, account.account_id, str(hook["id"]))
-    return {"created": created, "webhook": _batch_json(hook)}
+    return {"created": created, "updated": updated, "webhook": _batch_json(hook)}
+
+
+def _pick(
+    listed: list[dict[str, Any]], is_ours: Callable[[object], bool], stored_id: str | None
+) -> dict[str, Any] | None:
+    """Our webhook among those listed: one at our URL (the stored one first), else the one
+    we stored (registered at an older base URL or secret: put right, not duplicated)."""
+    ours = sorted((h for h in listed if is_ours(h.get("url"))), key=lambda h: h["id"] != stored_id)
+    stored = [h for h in listed if stored_id is not None and h["id"] == stored_id]
+    found = ours or stored
+    return found[0] if found else None
 
 
 def _delete_batch(
@@ -188,16 +199,16 @@ def _ensure_audience_webhook(
 ) -> dict[str, Any]:
     """Register our webhook on one audience unless it is there; store its id at once."""
     path = f"/lists/{connection.list_id}/webhooks"
-    listed = [h for h in all_pages(client, path, "webhooks") if ours.is_audience(h["url"])]
-    listed.sort(key=lambda h: h["id"] != connection.webhook_id)
+    hook = _pick(all_pages(client, path, "webhooks"), ours.is_audience, connection.webhook_id)
     created = updated = False
-    if not listed:
+    if hook is None:
         hook, created = client.post(path, {"url": url, "events": EVENTS, "sources": SOURCES}), True
     else:
-        hook = listed[0]
-        if hook.get("events") != EVENTS or hook.get("sources") != SOURCES:
-            body = {"events": EVENTS, "sources": SOURCES}
-            hook, updated = client.patch(f"{path}/{hook['id']}", body), True
+        changes: dict[str, Any] = {} if ours.is_audience(hook.get("url")) else {"url": url}
+        changes.update({} if hook.get("events") == EVENTS else {"events": EVENTS})
+        changes.update({} if hook.get("sources") == SOURCES else {"sources": SOURCES})
+        if changes:
+            hook, updated = client.patch(f"{path}/{hook['id']}", changes), True
     with engine.begin() as conn:
         config.set_connection_webhook_id(conn, connection.connection_id, str(hook["id"]))
     return {

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -379,6 +379,22 @@ def test_a_batch_still_posting_after_the_wait_is_left_to_the_submitter_and_abort
     assert _mailchimp_batch_ids(world) == []
 
 
+def test_abortsync_does_not_wait_for_a_batch_left_posting_long_ago_by_a_dead_submitter(
+    world: World,
+) -> None:
+    _queue(world.engine, world.list_id, ["a@example.org"])
+    claim_batch(world.engine, world.list_id, _utcnow() - timedelta(hours=1))
+    started = time.monotonic()
+
+    report = abort_sync(world.ctx(), GROUP, posting_wait=30).to_json()
+
+    assert time.monotonic() - started < 15
+    assert (report["batches_still_posting"], report["updates_aborted"]) == (1, 0)
+    assert [(u.completed, u.error_response) for u in _table(world.engine, update)] == [
+        (False, None)
+    ]
+
+
 def test_abortsync_takes_a_batch_mailchimp_no_longer_has_as_already_gone(world: World) -> None:
     world.running.simulator.set_switches(batch_stuck=True)
     _queue(world.engine, world.list_id, ["a@example.org"])
@@ -595,6 +611,7 @@ def test_add_batch_webhook_creates_a_secret_registers_our_url_once_and_stores_it
     assert first == {
         "process": "add_batch_webhook",
         "created": True,
+        "updated": False,
         "webhook": {"id": hook_id, "url": url, "enabled": True},
     }
     assert again == {**first, "created": False}
@@ -602,6 +619,23 @@ def test_add_batch_webhook_creates_a_secret_registers_our_url_once_and_stores_it
     assert world.checked_urls == [url]
     assert _stored_ids(world.engine)[0] == hook_id
     assert len(_table(world.engine, webhook_secret)) == 1
+
+
+def test_add_batch_webhook_moves_our_stored_webhook_to_a_new_base_url_without_a_duplicate(
+    world: World,
+) -> None:
+    world.running.simulator.set_switches(validate_webhook_urls=False)
+    world.webhook_base_url = "https://old.example.org"
+    old = world.run("updatewebhook", api_key=world.api_key, process="add_batch_webhook")
+    world.webhook_base_url = BASE_URL
+
+    moved = world.run("updatewebhook", api_key=world.api_key, process="add_batch_webhook")
+
+    url = world.our_url(BATCH_WEBHOOK_PATH)
+    listed = world.client(world.api_key).get("/batch-webhooks")["webhooks"]
+    assert [(h["id"], h["url"]) for h in listed] == [(old["webhook"]["id"], url)]
+    assert (moved["created"], moved["updated"], moved["webhook"]["url"]) == (False, True, url)
+    assert _stored_ids(world.engine)[0] == old["webhook"]["id"]
 
 
 def test_delete_batch_webhook_deletes_it_and_clears_the_stored_id(world: World) -> None:
