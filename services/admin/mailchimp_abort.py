@@ -66,6 +66,8 @@ ABORTED = "aborted"
 POSTING_WAIT = 15.0
 """Seconds to wait for batches being posted right now to be recorded (see module doc)."""
 POLL_SECONDS = 0.2
+DEADLOCK = "40P01"
+DEADLOCK_ATTEMPTS = 3
 POST_IN_FLIGHT = timedelta(minutes=10)
 """A *posting* row older than this is not waited for: no POST lasts so long (the submitter's
 ``POSTING_GRACE``); its submitter died and its resolver will adopt or release it."""
@@ -150,6 +152,16 @@ def _abort_once(
     with ctx.engine.connect() as conn:
         posted = batches.open_posted_batches(conn, connection.list_id)
     deleted, gone = _delete_at_mailchimp(client, [str(b.mailchimp_batch_id) for b in posted])
+    for _ in range(DEADLOCK_ATTEMPTS - 1):
+        try:
+            with ctx.engine.begin() as conn:
+                return _abort_in_db(conn, connection, deleted, gone, ctx.clock())
+        except sa.exc.OperationalError as error:
+            # The poller may abort a batch it just found gone (we deleted it), locking in the
+            # opposite order; Postgres then cancels one of us, and ours is simply redone.
+            if getattr(error.orig, "sqlstate", None) != DEADLOCK:
+                raise
+            logger.warning("abortsync %s: deadlock, trying again", connection.list_id)
     with ctx.engine.begin() as conn:
         return _abort_in_db(conn, connection, deleted, gone, ctx.clock())
 

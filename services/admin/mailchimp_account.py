@@ -3,7 +3,9 @@
 The account (``GET /``), its audiences (``GET /lists``, paged) with their interest categories
 and interests, each audience's webhooks and the account's batch webhooks; for each webhook
 whether it is ours (its URL is our webhooks service's, with a secret we hold for the
-account), and for each audience the CRM group it is connected to.
+account), for each audience the CRM group it is connected to, and the audiences connected
+under this key that Mailchimp does not list for it (a key of another account, a deleted
+audience).
 
 The key need not be configured here (the screen checks a key before saving it); its shape is
 checked before any request. The account is asked for first, alone: a wrong key costs one
@@ -67,7 +69,17 @@ def fetch_account_info(ctx: AdminContext, api_key: str) -> dict[str, Any]:
         "batch_webhooks": [_batch_webhook(h, ours) for h in found["batch"]],
         "our_batch_webhook_id": _first_id(found["batch"], ours.is_batch),
         "audiences": [_audience(a, groups, ours) for a in audiences],
+        "connected_audiences_missing": _missing(configured, audiences),
     }
+
+
+def _missing(
+    configured: config.AccountWebhooks | None, audiences: list[dict[str, Any]]
+) -> list[str]:
+    """Audiences connected under this key that Mailchimp does not list for it."""
+    listed = {a["id"] for a in audiences}
+    connections = configured.connections if configured else ()
+    return [c.list_id for c in connections if c.list_id not in listed]
 
 
 def _audiences(

@@ -516,6 +516,7 @@ def test_fetchaccountinfo_lists_the_account_audiences_interests_and_webhooks_our
     assert second["interest_categories"] == []
     assert [(h["id"], h["ours"]) for h in second["webhooks"]] == [(ids["foreign_audience"], False)]
     assert second["our_webhook_id"] is None
+    assert info["connected_audiences_missing"] == []
 
 
 def test_fetchaccountinfo_runs_requests_concurrently_but_never_over_the_connection_limit(
@@ -562,7 +563,20 @@ def test_fetchaccountinfo_for_a_key_not_configured_here_flags_nothing_as_ours(
         None,
         None,
     )
+    assert info["connected_audiences_missing"] == []
     assert [(a["name"], a["connected_group_id"]) for a in info["audiences"]] == [("Theirs", None)]
+
+
+def test_fetchaccountinfo_names_connected_audiences_mailchimp_does_not_list(
+    world: World,
+) -> None:
+    with world.engine.begin() as conn:
+        config.add_connection(conn, world.account_id, "0000000000", OTHER_GROUP)
+
+    info = world.run("fetchaccountinfo", api_key=world.api_key)
+
+    assert info["connected_audiences_missing"] == ["0000000000"]
+    assert [a["id"] for a in info["audiences"]] == [world.list_id, world.other_list_id]
 
 
 def test_fetchaccountinfo_with_a_key_mailchimp_refuses_is_a_param_error_after_one_request(
