@@ -76,10 +76,11 @@ def update_webhook(
             "MCSYNC_WEBHOOK_BASE_URL is not set: Mailchimp needs the public URL of our "
             "webhooks service to call"
         )
-    account = _configured(ctx.engine, api_key)
+    account_id = _configured(ctx.engine, api_key).account_id
     client = ctx.mailchimp(api_key)
     run: Process = _PROCESSES[process]
-    with _account_lock(ctx.engine, account.account_id), mailchimp_errors("updatewebhook"):
+    with _account_lock(ctx.engine, account_id), mailchimp_errors("updatewebhook"):
+        account = _configured(ctx.engine, api_key)  # as the previous holder of the lock left it
         return {"process": process, **run(ctx, client, account, webhook_id or "")}
 
 

@@ -652,6 +652,27 @@ def test_add_batch_webhook_moves_our_stored_webhook_to_a_new_base_url_without_a_
     assert _stored_ids(world.engine)[0] == old["webhook"]["id"]
 
 
+def test_two_adds_at_once_register_one_batch_webhook(world: World) -> None:
+    world.control("POST", "/faults", json={"kind": "latency", "seconds": 0.2})
+    results: list[dict[str, Any]] = []
+    adding = [
+        threading.Thread(
+            target=lambda: results.append(
+                world.run("updatewebhook", api_key=world.api_key, process="add_batch_webhook")
+            )
+        )
+        for _ in range(2)
+    ]
+    for thread in adding:
+        thread.start()
+    for thread in adding:
+        thread.join(30)
+
+    assert sorted(r["created"] for r in results) == [False, True]
+    assert len(world.client(world.api_key).get("/batch-webhooks")["webhooks"]) == 1
+    assert len(_table(world.engine, webhook_secret)) == 1
+
+
 def test_delete_batch_webhook_deletes_it_and_clears_the_stored_id(world: World) -> None:
     added = world.run("updatewebhook", api_key=world.api_key, process="add_batch_webhook")
     hook_id = added["webhook"]["id"]
