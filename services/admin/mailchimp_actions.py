@@ -35,7 +35,9 @@ class UpdateWebhookParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     api_key: Text = Field(min_length=1, description="the API key of a configured account")
-    process: Literal["add_batch_webhook", "delete_batch_webhook", "add_webhook", "delete_webhook"]
+    process: Literal[
+        "add_batch_webhook", "delete_batch_webhook", "add_webhook", "delete_webhook"
+    ] = Field(description="add_batch_webhook, delete_batch_webhook, add_webhook, delete_webhook")
     id: Text | None = Field(default=None, description="the webhook id (delete processes only)")
 
 
@@ -56,20 +58,20 @@ ACTIONS: tuple[Action, ...] = (
         "abortsync",
         AbortSyncParams,
         _abortsync,
-        "Emergency stop of one sync: delete our unfinished batches at Mailchimp, fail their "
-        "rows, abort the batches and unsubmitted updates, release the audience's run",
+        "Emergency stop of one sync: delete our unfinished batches at Mailchimp, abort them "
+        "and the unsubmitted updates (their rows fail), release the audience's run.",
     ),
     Action(
         "fetchaccountinfo",
         FetchAccountInfoParams,
         _fetchaccountinfo,
-        "Account, audiences, interests and webhooks at Mailchimp for an API key, with ours "
-        "flagged and each audience's connected group",
+        "Account, audiences, interests and webhooks at Mailchimp for an API key; ours "
+        "flagged, each audience's connected group.",
     ),
     Action(
         "updatewebhook",
         UpdateWebhookParams,
         _updatewebhook,
-        "Add or delete the account's batch webhook or its audiences' webhooks at Mailchimp",
+        "Add or delete the account's batch webhook or its audiences' webhooks at Mailchimp.",
     ),
 )
