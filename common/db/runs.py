@@ -208,10 +208,11 @@ def finish(conn: sa.Connection, state: RunState, now: datetime) -> RunState:
     )
 
 
-def reset(conn: sa.Connection, list_id: str, now: datetime) -> RunState:
-    """``force_restart``: forget the run's tracking state (running work is not aborted)."""
+def reset(conn: sa.Connection, list_id: str, now: datetime, why: str = "force_restart") -> RunState:
+    """Forget the run's tracking state (``force_restart``, ``abortsync``): running work is
+    not stopped by it."""
     conn.execute(sa.delete(fetch_page).where(fetch_page.c.list_id == list_id))
-    log(conn, list_id, "tracking state reset (force_restart)", now)
+    log(conn, list_id, f"tracking state reset ({why})", now)
     return _set(
         conn,
         list_id,

@@ -225,7 +225,7 @@ def _release_run(conn: sa.Connection, state: RunState, now: datetime) -> bool:
     """Forget the audience's run (if it has one) so the next trigger starts a fresh run."""
     if state.run_id is None and state.stage is Stage.READY_TO_FETCH:
         return False
-    runs.reset(conn, state.list_id, now)
+    runs.reset(conn, state.list_id, now, why="abortsync")
     return True
 
 
