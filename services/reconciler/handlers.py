@@ -117,4 +117,5 @@ def _finish_queue_if_done(
         state = runs.lock(conn, message.list_id)
         if not state.current(message.run_id, QUEUE) or chunk.todo_remaining(conn, state.list_id):
             return []
+        runs.log(conn, state.list_id, f"{QUEUE}: every row decided", deps.clock())
         return after_stage(conn, state, QUEUE, connection.data_sync, deps.clock())

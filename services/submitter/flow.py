@@ -44,19 +44,28 @@ def submit(deps: Deps, message: SubmitUpdates) -> list[Message]:
         connection = config.connection_for(conn, message.list_id)
     if connection is None:
         return []
-    handlers.submit_updates(
+    report = handlers.submit_updates(
         deps.engine, deps.mailchimp(connection.api_key), message.list_id, deps.clock()
     )
     if not message.run_id:
         return []
-    return _finish_run(deps, connection, message)
+    return _finish_run(deps, connection, message, report)
 
 
-def _finish_run(deps: Deps, connection: SyncConnection, message: SubmitUpdates) -> list[Message]:
+def _finish_run(
+    deps: Deps,
+    connection: SyncConnection,
+    message: SubmitUpdates,
+    report: handlers.SubmitReport,
+) -> list[Message]:
     with deps.engine.begin() as conn:
         state = runs.lock(conn, message.list_id)
         if not state.current(message.run_id, SUBMIT):
             return []
+        posted = (
+            f"{SUBMIT}: {report.batches_posted} batches posted ({report.updates_submitted} updates)"
+        )
+        runs.log(conn, state.list_id, posted, deps.clock())
         return after_stage(conn, state, SUBMIT, connection.data_sync, deps.clock())
 
 

@@ -3,6 +3,7 @@ which stores it and enqueues SyncMember; the reconciler syncs that member now.""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 from collections.abc import Callable, Iterator
@@ -15,23 +16,22 @@ import requests
 import sqlalchemy as sa
 from webhooks_support import serve_in_thread
 
-from common.db import config, inbox
-from common.mailchimp import MailchimpClient
+from common.db import inbox
 from common.member_data import subscriber_hash
 from common.messages import SyncMember
 from common.settings import Settings
 from common.sync_request import SyncRequest
-from common.webhook_urls import AUDIENCE_WEBHOOK_PATH, webhook_url
 from mcsync import workers
 from mcsync.demo import SUBSCRIPTION_GROUP, SeededAudience, seed_both_sides
 from mcsync.demo_data import plan_demo
 from mcsync.sync import fetch_and_reconcile
+from services.admin.context import AdminContext
+from services.admin.registry import ACTIONS
 from services.webhooks.app import Deps, create_app
 from sim.mailchimp import RunningSimulator, Simulator, run_in_thread
 
 pytestmark = pytest.mark.integration
 
-SECRET = "end-to-end-secret-0123456789"
 BOTH_SUBSCRIBED = "subscribed on both sides"
 
 
@@ -105,37 +105,26 @@ def stack(clean_tables: sa.Engine, database_url: str) -> Iterator[Stack]:
         try:
             app = create_app(Deps(engine=running.runtime.engine, send=running.runtime.send))
             with serve_in_thread(app) as served:
-                _register_webhook(clean_tables, simulator, audience, served.base_url)
+                _register_webhook(running, settings, audience, served.base_url)
                 yield Stack(clean_tables, simulator, audience, subscribed, running.runtime.send)
         finally:
             running.stop()
 
 
 def _register_webhook(
-    engine: sa.Engine, simulator: RunningSimulator, audience: SeededAudience, base_url: str
+    running: workers.Workers, settings: Settings, audience: SeededAudience, base_url: str
 ) -> None:
-    with engine.begin() as conn:
-        account_id = config.load_connections(conn, list_id=audience.list_id)[0].account_id
-        config.add_webhook_secret(conn, account_id, SECRET)
-    client = MailchimpClient(audience.api_key, base_url=simulator.api_url)
-    try:
-        client.post(
-            f"/lists/{audience.list_id}/webhooks",
-            {
-                "url": webhook_url(base_url, AUDIENCE_WEBHOOK_PATH, SECRET),
-                "events": {
-                    "subscribe": True,
-                    "unsubscribe": True,
-                    "profile": True,
-                    "cleaned": True,
-                    "upemail": True,
-                    "campaign": False,
-                },
-                "sources": {"user": True, "admin": True, "api": False},
-            },
-        )
-    finally:
-        client.close()
+    """The audience webhook, registered by the ``updatewebhook`` action as an admin would."""
+    ctx = AdminContext(
+        settings=dataclasses.replace(settings, webhook_base_url=base_url),
+        engine=running.runtime.engine,
+        mailchimp=running.runtime.mailchimp,
+        send=running.runtime.send,
+        clock=lambda: datetime.now(UTC),
+    )
+    action = ACTIONS["updatewebhook"]
+    answer = action.run(ctx, action.params(api_key=audience.api_key, process="add_webhook"))
+    assert answer["process"] == "add_webhook"
 
 
 def test_each_audience_event_reaches_the_crm(stack: Stack) -> None:
