@@ -112,12 +112,14 @@ def share(conn: sa.Connection, list_id: str, run_id: str, stage: Stage) -> bool:
     """Hold the status row shared while a unit of ``stage`` works; False if no longer current.
 
     Units of one stage (pages, chunks) run side by side under a shared lock; moving the run
-    on takes the row exclusively (``lock``), so it waits for every unit in flight.
+    on takes the row exclusively (``lock``), so it waits for every unit in flight. The lock
+    is ``FOR KEY SHARE``: a unit's ``heartbeat`` (a plain UPDATE) does not wait for the
+    other units in flight, so units never queue behind one another's heartbeats.
     """
     row = conn.execute(
         sa.select(status.c.run_id, status.c.stage, status.c.parked_reason)
         .where(status.c.list_id == list_id)
-        .with_for_update(read=True)
+        .with_for_update(read=True, key_share=True)
     ).one_or_none()
     return (
         row is not None
@@ -225,6 +227,9 @@ def reset(conn: sa.Connection, list_id: str, now: datetime, why: str = "force_re
 
 
 def heartbeat(conn: sa.Connection, list_id: str, run_id: str, now: datetime) -> None:
+    """Note that a unit of the run just finished (a heartbeat that stops means a dead run).
+
+    Its own short transaction: the key-share locks of the units in flight do not block it."""
     conn.execute(
         sa.update(status)
         .where(status.c.list_id == list_id, status.c.run_id == run_id)

@@ -81,3 +81,26 @@ def test_a_page_is_marked_fetched_only_once(db: sa.Connection) -> None:
     assert runs.mark_fetched(db, LIST, "run-1", 1000, 1000, NOW)
     assert not runs.mark_fetched(db, LIST, "run-1", 1000, 1000, NOW)
     assert runs.pages_of(db, LIST, "run-1", fetched=False) == [0, 2000]
+
+
+def test_a_heartbeat_does_not_wait_for_units_in_flight_but_moving_the_run_on_does(
+    clean_tables: sa.Engine,
+) -> None:
+    with clean_tables.begin() as conn:
+        state = runs.start(conn, runs.lock(conn, LIST), RunParams(), False, NOW)
+        run_id = state.run_id
+        assert run_id is not None
+    unit = clean_tables.connect()
+    unit.begin()
+    assert runs.share(unit, LIST, run_id, Stage.READY_TO_FETCH)  # a page in flight
+    try:
+        with clean_tables.connect() as other:
+            other.execute(sa.text("SET lock_timeout = '2s'"))
+            other.commit()
+            with other.begin():
+                runs.heartbeat(other, LIST, run_id, NOW)  # would time out if it waited
+            with pytest.raises(sa.exc.OperationalError, match="lock timeout"), other.begin():
+                runs.lock(other, LIST)
+    finally:
+        unit.rollback()
+        unit.close()
