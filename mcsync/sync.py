@@ -34,7 +34,7 @@ def fetch_and_reconcile(
     request: SyncRequest,
     wait: bool,
     out: TextIO,
-    poll: float = 0.5,
+    poll: float = 1.0,
     give_up_after: float | None = None,
 ) -> list[stats.Changes]:
     """Enqueue a run per connection; with ``wait`` (always when embedded) follow them.

@@ -29,6 +29,7 @@ __all__ = [
     "PluginSource",
     "RowStatus",
     "add_crm_only_rows",
+    "any_todo",
     "chunk_ranges",
     "claim_todo_rows",
     "clear_missing_contacts",
@@ -222,6 +223,12 @@ def refresh_statistics(conn: sa.Connection) -> None:
     """ANALYZE the cache: a big fetch changes it faster than autovacuum notices, and the
     stages' joins planned on stale statistics go nested-loop."""
     conn.execute(sa.text("ANALYZE civicrm_mailchimpsync_cache"))
+
+
+def any_todo(conn: sa.Connection, list_id: str) -> bool:
+    """Whether the audience has a ``todo`` row: one index probe, where counting them all
+    after every chunk of a big queue cost more than the chunk's own statements."""
+    return bool(conn.execute(_ANY_TODO, {"list_id": list_id}).scalar_one())
 
 
 def todo_remaining(conn: sa.Connection, list_id: str) -> int:
@@ -482,6 +489,10 @@ _MOVE_ROW = sa.text("""
 _DELETE_ROWS = sa.text("""
     DELETE FROM civicrm_mailchimpsync_cache WHERE id = ANY(CAST(:ids AS bigint[]))
 """)
+_ANY_TODO = sa.text("""
+    SELECT EXISTS (SELECT 1 FROM civicrm_mailchimpsync_cache
+                   WHERE mailchimp_list_id = :list_id AND sync_status = 'todo')
+""")
 _TODO_REMAINING = sa.text("""
     SELECT count(*) FROM civicrm_mailchimpsync_cache
     WHERE mailchimp_list_id = :list_id AND sync_status = 'todo'
@@ -617,12 +628,14 @@ _ADD_CRM_ONLY = sa.text("""
     ORDER BY gc.contact_id
 """)
 
-# The newest history of a row's contact in each relevant group, as stored in civicrm_groups.
+# A civicrm_groups snapshot from rows ``n`` of newest history (group_id, status, date).
 # Dates are rendered in UTC whatever the session's TimeZone, so the snapshot is stable.
-_SNAPSHOT_OF_T = """(
-    SELECT jsonb_object_agg(n.group_id::text, jsonb_build_object(
-        'status', n.status,
-        'date', to_char(n.date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')))
+_SNAPSHOT_JSON = """jsonb_object_agg(n.group_id::text, jsonb_build_object(
+    'status', n.status,
+    'date', to_char(n.date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')))"""
+# The snapshot of row ``t``'s contact: its newest history in each relevant group.
+_SNAPSHOT_OF_T = f"""(
+    SELECT {_SNAPSHOT_JSON}
     FROM (SELECT DISTINCT ON (h.group_id) h.group_id, h.status, h.date
           FROM civicrm_subscription_history h
           WHERE h.contact_id = t.civicrm_contact_id
@@ -651,7 +664,7 @@ _MARK_ALL_CONTACTS = sa.text("""
 # Dates are rendered in UTC whatever the session's TimeZone, so the snapshot is stable.
 # Set-based: the newest history of every todo row's contact in one sort, instead of one
 # index probe per row (the snapshot of a row without history, or without contact, is null).
-_REFRESH_SNAPSHOTS = sa.text("""
+_REFRESH_SNAPSHOTS = sa.text(f"""
     WITH todo AS (
         SELECT t.id, t.civicrm_contact_id FROM civicrm_mailchimpsync_cache t
         WHERE t.mailchimp_list_id = :list_id AND t.sync_status = 'todo'
@@ -662,23 +675,30 @@ _REFRESH_SNAPSHOTS = sa.text("""
           AND h.contact_id IN (SELECT civicrm_contact_id FROM todo)
         ORDER BY h.contact_id, h.group_id, h.date DESC, h.id DESC
     ), snapshots AS (
-        SELECT n.contact_id, jsonb_object_agg(n.group_id::text, jsonb_build_object(
-            'status', n.status,
-            'date', to_char(n.date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')))
-            AS snapshot
-        FROM newest n GROUP BY n.contact_id
+        SELECT n.contact_id, {_SNAPSHOT_JSON} AS snapshot FROM newest n GROUP BY n.contact_id
     )
     UPDATE civicrm_mailchimpsync_cache c SET civicrm_groups = s.snapshot
     FROM todo t LEFT JOIN snapshots s ON s.contact_id = t.civicrm_contact_id
     WHERE c.id = t.id AND c.civicrm_groups IS DISTINCT FROM s.snapshot
 """)
-# A direct UPDATE probing the (list, contact) index: as a join, the planner hashes the whole
-# audience to write a chunk's thousand rows.
+# The newest history of the contacts in one sort, then an UPDATE driven from the contact ids
+# through the (list, contact) index (as a join on the cache, the planner hashed the whole
+# audience to write a chunk's thousand rows).
 _REFRESH_CONTACT_SNAPSHOTS = sa.text(f"""
-    UPDATE civicrm_mailchimpsync_cache t SET civicrm_groups = {_SNAPSHOT_OF_T}
-    WHERE t.mailchimp_list_id = :list_id
-      AND t.civicrm_contact_id = ANY(CAST(:contact_ids AS integer[]))
-      AND t.civicrm_groups IS DISTINCT FROM {_SNAPSHOT_OF_T}
+    WITH newest AS (
+        SELECT DISTINCT ON (h.contact_id, h.group_id) h.contact_id, h.group_id, h.status, h.date
+        FROM civicrm_subscription_history h
+        WHERE h.contact_id = ANY(CAST(:contact_ids AS integer[]))
+          AND h.group_id = ANY(CAST(:group_ids AS integer[]))
+        ORDER BY h.contact_id, h.group_id, h.date DESC, h.id DESC
+    ), snapshots AS (
+        SELECT n.contact_id, {_SNAPSHOT_JSON} AS snapshot FROM newest n GROUP BY n.contact_id
+    )
+    UPDATE civicrm_mailchimpsync_cache t SET civicrm_groups = s.snapshot
+    FROM unnest(CAST(:contact_ids AS integer[])) AS k(contact_id)
+    LEFT JOIN snapshots s ON s.contact_id = k.contact_id
+    WHERE t.mailchimp_list_id = :list_id AND t.civicrm_contact_id = k.contact_id
+      AND t.civicrm_groups IS DISTINCT FROM s.snapshot
 """)
 
 

@@ -69,6 +69,11 @@ def plan_chunks(conn: sa.Connection, list_id: str, chunk_size: int = 1000) -> li
     return cache.chunk_ranges(conn, list_id, chunk_size)
 
 
+def any_todo(conn: sa.Connection, list_id: str) -> bool:
+    """Whether any of the audience's rows is still ``todo``."""
+    return cache.any_todo(conn, list_id)
+
+
 def todo_remaining(conn: sa.Connection, list_id: str) -> int:
     """How many of the audience's rows are still ``todo``."""
     return cache.todo_remaining(conn, list_id)

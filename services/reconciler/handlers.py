@@ -112,10 +112,10 @@ def _finish_queue_if_done(
     deps: Deps, connection: SyncConnection, message: ReconcileChunk
 ) -> list[Message]:
     with deps.engine.begin() as conn:
-        if chunk.todo_remaining(conn, message.list_id):
+        if chunk.any_todo(conn, message.list_id):
             return []
         state = runs.lock(conn, message.list_id)
-        if not state.current(message.run_id, QUEUE) or chunk.todo_remaining(conn, state.list_id):
+        if not state.current(message.run_id, QUEUE) or chunk.any_todo(conn, state.list_id):
             return []
         runs.log(conn, state.list_id, f"{QUEUE}: every row decided", deps.clock())
         return after_stage(conn, state, QUEUE, connection.data_sync, deps.clock())
