@@ -681,18 +681,21 @@ _REFRESH_SNAPSHOTS = sa.text(f"""
     FROM todo t LEFT JOIN snapshots s ON s.contact_id = t.civicrm_contact_id
     WHERE c.id = t.id AND c.civicrm_groups IS DISTINCT FROM s.snapshot
 """)
-# The newest history of the contacts in one sort, then an UPDATE driven from the contact ids
-# through the (list, contact) index (as a join on the cache, the planner hashed the whole
-# audience to write a chunk's thousand rows).
+# Driven from the contact ids: each contact's newest history is probed through the history
+# index once (a filter "contact_id = ANY(ids)" on history let the planner walk every history
+# row of the groups instead), and rows are updated through the (list, contact) index.
 _REFRESH_CONTACT_SNAPSHOTS = sa.text(f"""
-    WITH newest AS (
-        SELECT DISTINCT ON (h.contact_id, h.group_id) h.contact_id, h.group_id, h.status, h.date
-        FROM civicrm_subscription_history h
-        WHERE h.contact_id = ANY(CAST(:contact_ids AS integer[]))
-          AND h.group_id = ANY(CAST(:group_ids AS integer[]))
-        ORDER BY h.contact_id, h.group_id, h.date DESC, h.id DESC
-    ), snapshots AS (
-        SELECT n.contact_id, {_SNAPSHOT_JSON} AS snapshot FROM newest n GROUP BY n.contact_id
+    WITH snapshots AS (
+        SELECT k.contact_id, {_SNAPSHOT_JSON} AS snapshot
+        FROM unnest(CAST(:contact_ids AS integer[])) AS k(contact_id)
+        CROSS JOIN LATERAL (
+            SELECT DISTINCT ON (h.group_id) h.group_id, h.status, h.date
+            FROM civicrm_subscription_history h
+            WHERE h.contact_id = k.contact_id
+              AND h.group_id = ANY(CAST(:group_ids AS integer[]))
+            ORDER BY h.group_id, h.date DESC, h.id DESC
+        ) AS n
+        GROUP BY k.contact_id
     )
     UPDATE civicrm_mailchimpsync_cache t SET civicrm_groups = s.snapshot
     FROM unnest(CAST(:contact_ids AS integer[])) AS k(contact_id)
