@@ -633,24 +633,27 @@ _ADD_CRM_ONLY = sa.text("""
 _SNAPSHOT_JSON = """jsonb_object_agg(n.group_id::text, jsonb_build_object(
     'status', n.status,
     'date', to_char(n.date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')))"""
-# The snapshot of row ``t``'s contact: its newest history in each relevant group.
-_SNAPSHOT_OF_T = f"""(
-    SELECT {_SNAPSHOT_JSON}
-    FROM (SELECT DISTINCT ON (h.group_id) h.group_id, h.status, h.date
-          FROM civicrm_subscription_history h
-          WHERE h.contact_id = t.civicrm_contact_id
-            AND h.group_id = ANY(CAST(:group_ids AS integer[]))
-          ORDER BY h.group_id, h.date DESC, h.id DESC) AS n
-)"""
 # Only rows whose newest history differs from their snapshot: a change the sync itself wrote
-# (and snapshotted) when it decided the row is not news to the next run.
+# (and snapshotted) when it decided the row is not news to the next run. Set-based: the
+# newest history of every contact changed since in one sort (the 2-hour overlap holds every
+# history row a big run wrote, too many to probe one row at a time).
 _MARK_GROUP_CHANGES = sa.text(f"""
+    WITH changed AS (
+        SELECT DISTINCT h.contact_id FROM civicrm_subscription_history h
+        WHERE h.group_id = ANY(CAST(:group_ids AS integer[])) AND h.date >= :since
+    ), newest AS (
+        SELECT DISTINCT ON (h.contact_id, h.group_id) h.contact_id, h.group_id, h.status, h.date
+        FROM civicrm_subscription_history h JOIN changed USING (contact_id)
+        WHERE h.group_id = ANY(CAST(:group_ids AS integer[]))
+        ORDER BY h.contact_id, h.group_id, h.date DESC, h.id DESC
+    ), snapshots AS (
+        SELECT n.contact_id, {_SNAPSHOT_JSON} AS snapshot FROM newest n GROUP BY n.contact_id
+    )
     UPDATE civicrm_mailchimpsync_cache t SET sync_status = 'todo'
+    FROM snapshots s
     WHERE t.mailchimp_list_id = :list_id AND t.sync_status <> 'todo'
-      AND t.civicrm_contact_id IN (
-          SELECT h.contact_id FROM civicrm_subscription_history h
-          WHERE h.group_id = ANY(CAST(:group_ids AS integer[])) AND h.date >= :since)
-      AND t.civicrm_groups IS DISTINCT FROM {_SNAPSHOT_OF_T}
+      AND t.civicrm_contact_id = s.contact_id
+      AND t.civicrm_groups IS DISTINCT FROM s.snapshot
 """)
 _MARK_CONTACTS_TODO = sa.text("""
     UPDATE civicrm_mailchimpsync_cache SET sync_status = 'todo'
