@@ -76,6 +76,7 @@ class OpenUpdate:
     member_id: str | None
     email: str | None
     updated: datetime | None
+    mailchimp_data: Any = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class CacheSuccess:
     email: str | None
     mailchimp_status: str
     updated: datetime | None
+    mailchimp_data: Any = None
 
 
 @dataclass(frozen=True)
@@ -351,6 +353,7 @@ def open_updates_of_batch(conn: sa.Connection, batch_row_id: int) -> list[OpenUp
             cache.c.mailchimp_member_id,
             cache.c.mailchimp_email,
             cache.c.mailchimp_updated,
+            cache.c.mailchimp_data,
         )
         .join(cache, cache.c.id == update.c.mailchimpsync_cache_id)
         .where(update.c.mailchimpsync_batch_id == batch_row_id, update.c.completed.is_(False))
@@ -359,13 +362,17 @@ def open_updates_of_batch(conn: sa.Connection, batch_row_id: int) -> list[OpenUp
 
 
 def apply_cache_successes(conn: sa.Connection, successes: Sequence[CacheSuccess]) -> None:
-    """The rows take Mailchimp's status and ``last_changed`` (and email and id if they had none)."""
+    """The rows take Mailchimp's status and ``last_changed`` (and email and id if they had none),
+    and the member's fields merged into ``mailchimp_data`` as a fetch would merge them."""
     if not successes:
         return
     values = _values(
-        ("cid", "mid", "email", "mstatus", "updated"),
-        [(s.cache_id, s.member_id, s.email, s.mailchimp_status, s.updated) for s in successes],
-        (sa.BigInteger, sa.String, sa.String, sa.String, sa.DateTime(timezone=True)),
+        ("cid", "mid", "email", "mstatus", "updated", "data"),
+        [
+            (s.cache_id, s.member_id, s.email, s.mailchimp_status, s.updated, s.mailchimp_data)
+            for s in successes
+        ],
+        (sa.BigInteger, sa.String, sa.String, sa.String, sa.DateTime(timezone=True), JSONB),
     )
     conn.execute(
         sa.update(cache)
@@ -375,6 +382,7 @@ def apply_cache_successes(conn: sa.Connection, successes: Sequence[CacheSuccess]
             mailchimp_email=sa.func.coalesce(cache.c.mailchimp_email, values.c.email),
             mailchimp_status=values.c.mstatus,
             mailchimp_updated=sa.func.coalesce(values.c.updated, cache.c.mailchimp_updated),
+            mailchimp_data=sa.func.coalesce(values.c.data, cache.c.mailchimp_data),
         )
     )
 

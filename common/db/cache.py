@@ -128,7 +128,9 @@ class _Scoped:
 
 
 def upsert_fetched(conn: sa.Connection, list_id: str, rows: Sequence[FetchedRow]) -> int:
-    """Insert or update fetched members (keyed by audience + member id) as ``todo``.
+    """Insert or update fetched members (keyed by audience + member id) as ``todo``; a row
+    that already holds exactly what was fetched is left as it is (the incremental fetch
+    reads back every member the last run's batches changed, whose results are applied).
 
     One statement; returns the number of rows written. Duplicate member ids in ``rows``
     keep the last one.
@@ -461,6 +463,10 @@ _UPSERT_FETCHED = sa.text("""
         mailchimp_updated = EXCLUDED.mailchimp_updated,
         mailchimp_data = EXCLUDED.mailchimp_data,
         sync_status = 'todo'
+    WHERE c.mailchimp_email IS DISTINCT FROM EXCLUDED.mailchimp_email
+       OR c.mailchimp_status IS DISTINCT FROM EXCLUDED.mailchimp_status
+       OR c.mailchimp_updated IS DISTINCT FROM EXCLUDED.mailchimp_updated
+       OR c.mailchimp_data IS DISTINCT FROM EXCLUDED.mailchimp_data
 """)
 _LOAD_MAILCHIMP_DATA = sa.text("""
     SELECT mailchimp_member_id, mailchimp_data FROM civicrm_mailchimpsync_cache

@@ -420,7 +420,7 @@ def _add_outcome(outcomes: _Outcomes, found: sql.OpenUpdate, result: OperationRe
         outcomes.completions.append(sql.Completion(found.update_id, None))
         outcomes.kind_of[found.update_id] = "ok"
         if outcome.member is not None:
-            row = CacheRowState(found.member_id, found.email, found.updated)
+            row = CacheRowState(found.member_id, found.email, found.updated, found.mailchimp_data)
             change = follow_success(row, outcome.member)
             outcomes.successes[found.update_id] = sql.CacheSuccess(
                 found.cache_id,
@@ -428,6 +428,7 @@ def _add_outcome(outcomes: _Outcomes, found: sql.OpenUpdate, result: OperationRe
                 change.mailchimp_email,
                 change.mailchimp_status.value,
                 change.mailchimp_updated,
+                change.mailchimp_data,
             )
     elif isinstance(outcome, RetryAsPending):
         outcomes.completions.append(sql.Completion(found.update_id, outcome.error))

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any, Final
 
+from common.member_data import FetchedMember, merge_mailchimp_data
 from common.vocabulary import MailchimpStatus, SyncStatus
 
 COMPLIANCE_TITLE: Final = "Member In Compliance State"
@@ -50,6 +51,8 @@ class MemberResult:
     email: str
     status: MailchimpStatus
     last_changed: datetime | None
+    fetched: FetchedMember | None = None
+    """The member as a fetch would read it (None if the body lacks a field a fetch needs)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class CacheRowState:
     member_id: str | None
     email: str | None
     updated: datetime | None = None
+    mailchimp_data: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,7 @@ class CacheRowChange:
     mailchimp_email: str | None
     mailchimp_status: MailchimpStatus
     mailchimp_updated: datetime | None
+    mailchimp_data: dict[str, Any] | None = None
 
 
 def read_result_archive(data: bytes | IO[bytes]) -> Iterator[OperationResult]:
@@ -132,12 +137,18 @@ def classify(result: OperationResult, update_data: Mapping[str, Any]) -> Outcome
 
 
 def follow_success(row: CacheRowState, member: MemberResult) -> CacheRowChange:
-    """The row takes Mailchimp's status and ``last_changed``, and email and id if it had none."""
+    """The row takes Mailchimp's status and ``last_changed``, and email and id if it had none;
+    the member's fields are merged into ``mailchimp_data`` as a fetch would, so the next
+    incremental fetch, which reads these members back, finds them unchanged."""
+    merged = None
+    if member.fetched is not None:
+        merged = merge_mailchimp_data(row.mailchimp_data, member.fetched)
     return CacheRowChange(
         mailchimp_member_id=row.member_id or member.member_id,
         mailchimp_email=row.email or member.email,
         mailchimp_status=member.status,
         mailchimp_updated=member.last_changed or row.updated,
+        mailchimp_data=merged,
     )
 
 
@@ -215,7 +226,14 @@ def _member_of(response: str) -> MemberResult | None:
         known_status = MailchimpStatus(status)
     except ValueError:
         return None
-    return MemberResult(member_id, email, known_status, _timestamp(body))
+    return MemberResult(member_id, email, known_status, _timestamp(body), _fetched(body))
+
+
+def _fetched(body: Mapping[str, Any]) -> FetchedMember | None:
+    try:
+        return FetchedMember.from_api(body)
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def _timestamp(body: Mapping[str, Any]) -> datetime | None:

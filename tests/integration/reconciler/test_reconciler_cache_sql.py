@@ -33,6 +33,16 @@ def test_fetched_members_are_inserted_then_updated_as_todo(world: World) -> None
     assert rows["m1"]["mailchimp_updated"] == T0 + timedelta(hours=1)
 
 
+def test_a_member_fetched_back_unchanged_leaves_its_row_as_it_was(world: World) -> None:
+    cache.upsert_fetched(world.conn, LIST_ID, [fetched(1), fetched(2)])
+    world.conn.execute(sa.text("UPDATE civicrm_mailchimpsync_cache SET sync_status = 'ok'"))
+
+    written = cache.upsert_fetched(world.conn, LIST_ID, [fetched(1), fetched(2, "unsubscribed")])
+
+    rows = {r["mailchimp_member_id"]: r["sync_status"] for r in world.rows().values()}
+    assert (written, rows) == (1, {"m1": "ok", "m2": "todo"})
+
+
 def test_load_mailchimp_data_returns_the_stored_data_of_known_members(world: World) -> None:
     cache.upsert_fetched(world.conn, LIST_ID, [fetched(1)])
 

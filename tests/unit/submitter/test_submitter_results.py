@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from common.member_data import FetchedMember, merge_mailchimp_data
 from common.vocabulary import MailchimpStatus, SyncStatus
 from services.submitter.operations import operation_id
 from services.submitter.results import (
@@ -44,7 +45,16 @@ JANE_RESULT = MemberResult(
     email="jane.doe@example.com",
     status=MailchimpStatus.SUBSCRIBED,
     last_changed=datetime(2021, 11, 23, 22, 52, 5, tzinfo=UTC),
+    fetched=FetchedMember.from_api(JANE),
 )
+JANE_DATA = {
+    "status": "subscribed",
+    "status@": "2021-11-23T22:52:05+00:00",
+    "first_name": "Jane",
+    "first_name@": "2021-11-23T22:52:05+00:00",
+    "last_name": "",
+    "last_name@": "2021-11-23T22:52:05+00:00",
+}
 COMPLIANCE = {
     "title": "Member In Compliance State",
     "status": 400,
@@ -383,7 +393,21 @@ def test_a_row_without_member_id_or_email_takes_mailchimps() -> None:
         mailchimp_email="jane.doe@example.com",
         mailchimp_status=MailchimpStatus.SUBSCRIBED,
         mailchimp_updated=JANE_RESULT.last_changed,
+        mailchimp_data=JANE_DATA,
     )
+
+
+def test_the_member_is_merged_into_the_rows_data_as_a_fetch_would_merge_it() -> None:
+    earlier = {"status": "unsubscribed", "status@": "2020-01-01T00:00:00+00:00"}
+    earlier |= {"first_name": "Jane", "first_name@": "2019-05-05T00:00:00+00:00"}
+    row = CacheRowState(JANE_ID, "jane.doe@example.com", mailchimp_data=earlier)
+    change = follow_success(row, JANE_RESULT)
+    assert change.mailchimp_data == {
+        **JANE_DATA,
+        "first_name@": "2019-05-05T00:00:00+00:00",  # unchanged value, unchanged stamp
+    }
+    fetched_back = merge_mailchimp_data(change.mailchimp_data, FetchedMember.from_api(JANE))
+    assert fetched_back == change.mailchimp_data  # the next fetch finds nothing new
 
 
 def test_a_row_keeps_its_own_member_id_and_email_and_takes_status_and_last_changed() -> None:
