@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -31,6 +32,18 @@ class Settings:
     mailchimp_timeout: float = 60.0
     mailchimp_max_connections: int = 10
     batch_poll_seconds: float = 15.0
+    stale_after_seconds: float = 900.0
+    posting_grace_seconds: float = 600.0
+
+    @property
+    def stale_after(self) -> timedelta:
+        """A run whose heartbeat is older than this is taken over by the next trigger."""
+        return timedelta(seconds=self.stale_after_seconds)
+
+    @property
+    def posting_grace(self) -> timedelta:
+        """A batch left *posting* longer than this is resolved (adopted or released)."""
+        return timedelta(seconds=self.posting_grace_seconds)
 
     @property
     def embedded_database(self) -> bool:
@@ -57,6 +70,8 @@ class Settings:
             mailchimp_timeout=reader.positive_float("MAILCHIMP_TIMEOUT", 60.0),
             mailchimp_max_connections=reader.positive_int("MAILCHIMP_MAX_CONNECTIONS", 10),
             batch_poll_seconds=reader.positive_float("BATCH_POLL_SECONDS", 15.0),
+            stale_after_seconds=reader.positive_float("STALE_AFTER_SECONDS", 900.0),
+            posting_grace_seconds=reader.positive_float("POSTING_GRACE_SECONDS", 600.0),
         )
 
 

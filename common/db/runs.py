@@ -73,8 +73,9 @@ class RunState:
         """True when a message for (run_id, stage) still has work to do."""
         return self.active and self.run_id == run_id and self.stage is stage
 
-    def stale(self, now: datetime) -> bool:
-        return self.active and (self.heartbeat_at is None or now - self.heartbeat_at > STALE_AFTER)
+    def stale(self, now: datetime, after: timedelta = STALE_AFTER) -> bool:
+        """Active, but no unit has beaten for ``after`` (its worker died)."""
+        return self.active and (self.heartbeat_at is None or now - self.heartbeat_at > after)
 
     def limits(self, data_sync: bool) -> RunLimits:
         assert self.run_started_at is not None

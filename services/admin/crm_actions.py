@@ -4,7 +4,7 @@ updateconfig and MailchimpsyncCache.get."""
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -147,9 +147,12 @@ class GetStatusParams(_Params):
 
 def get_status(ctx: AdminContext, params: GetStatusParams) -> dict[str, Any]:
     """Statistics, stage, lock, log and open batches of every connection."""
-    now = ctx.clock()
+    now, stale_after = ctx.clock(), ctx.settings.stale_after
     with ctx.engine.connect() as conn:
-        report = [(c, _connection_status(conn, c, now)) for c in config.load_connections(conn)]
+        report = [
+            (c, _connection_status(conn, c, now, stale_after))
+            for c in config.load_connections(conn)
+        ]
     if params.batches:
         for connection, status in report:
             for batch in status["batches"]:
@@ -158,7 +161,7 @@ def get_status(ctx: AdminContext, params: GetStatusParams) -> dict[str, Any]:
 
 
 def _connection_status(
-    conn: sa.Connection, connection: SyncConnection, now: datetime
+    conn: sa.Connection, connection: SyncConnection, now: datetime, stale_after: timedelta
 ) -> dict[str, Any]:
     state = runs.read(conn, connection.list_id)
     return {
@@ -166,7 +169,7 @@ def _connection_status(
         "group_id": connection.subscription_group_id,
         "data_sync": connection.data_sync,
         "stage": state.stage.value if state else "readyToFetch",
-        "lock": _lock(state, now),
+        "lock": _lock(state, now, stale_after),
         "last_sync": state.last_sync_at if state else None,
         "stats": vars(stats.connection_stats(conn, connection)),
         "batches": [vars(b) for b in stats.open_batches(conn, connection.list_id)],
@@ -174,14 +177,16 @@ def _connection_status(
     }
 
 
-def _lock(state: runs.RunState | None, now: datetime) -> dict[str, Any] | None:
+def _lock(
+    state: runs.RunState | None, now: datetime, stale_after: timedelta
+) -> dict[str, Any] | None:
     if state is None or state.run_id is None:
         return None
     return {
         "run_id": state.run_id,
         "heartbeat_at": state.heartbeat_at,
         "parked_reason": state.parked_reason,
-        "stale": state.stale(now),
+        "stale": state.stale(now, stale_after),
     }
 
 

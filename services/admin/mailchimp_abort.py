@@ -28,13 +28,14 @@ A *posting* row is never aborted here. Its POST may be on the wire: had we marke
 ``aborted`` (or completed its updates), the submitter's compare-and-set would fail and a
 batch created at Mailchimp would be recorded nowhere: never deleted, its results never
 applied. Instead the row is left to the submitter, which records the Mailchimp id within
-seconds (or, if it died, its resolver adopts or releases the row after ``POSTING_GRACE``).
+seconds (or, if it died, its resolver adopts or releases the row after the posting grace,
+``MCSYNC_POSTING_GRACE_SECONDS``).
 The abort waits (up to ``POSTING_WAIT``) for young *posting* rows to leave that state, then
 runs again: a batch now posted is deleted at Mailchimp and aborted; a released row's updates
 are unsubmitted again, and aborted. Waiting rather than refusing keeps the common case, a
 POST that takes a second, to one call. A row still *posting* after the wait is reported
 (``batches_still_posting``) with its updates left open: call ``abortsync`` again once it is
-resolved (the submitter's poller resolves an old one after ``POSTING_GRACE``; if it releases
+resolved (the submitter's poller resolves an old one after the posting grace; if it releases
 the row, its updates are unsubmitted again and the next call aborts them).
 
 Likewise a batch that becomes posted between step 1 and step 2 is not aborted by that pass
@@ -46,7 +47,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -68,9 +69,6 @@ POSTING_WAIT = 15.0
 POLL_SECONDS = 0.2
 DEADLOCK = "40P01"
 DEADLOCK_ATTEMPTS = 3
-POST_IN_FLIGHT = timedelta(minutes=10)
-"""A *posting* row older than this is not waited for: no POST lasts so long (the submitter's
-``POSTING_GRACE``); its submitter died and its resolver will adopt or release it."""
 
 
 @dataclass(frozen=True)
@@ -250,7 +248,7 @@ def _posts_moved(
             rows = [b for b in batches.posting_batches_of(conn, list_id) if b.id in posting]
         if len(rows) < len(posting):
             return True
-        young = ctx.clock() - POST_IN_FLIGHT
+        young = ctx.clock() - ctx.settings.posting_grace
         if not any(b.submitted_at is not None and b.submitted_at > young for b in rows):
             return False
         time.sleep(POLL_SECONDS)

@@ -17,7 +17,7 @@ def register(runtime: Runtime) -> list[dramatiq.Actor[..., None]]:
     while a run is active only logs. ``fetch_page`` merges a page to the same result however
     often it runs, and records the page as fetched once.
     """
-    deps = handlers.Deps(runtime.engine, runtime.mailchimp, utc_now)
+    deps = handlers.Deps(runtime.engine, runtime.mailchimp, utc_now, runtime.settings.stale_after)
     return [
         declare(runtime, StartSync, lambda message: handlers.start_sync(deps, message)),
         declare(runtime, FetchPage, lambda message: handlers.fetch_page(deps, message)),

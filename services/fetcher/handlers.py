@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,6 +40,7 @@ class Deps:
     engine: sa.Engine
     mailchimp: Callable[[str], MailchimpClient]
     clock: Callable[[], datetime]
+    stale_after: timedelta = runs.STALE_AFTER
 
 
 def validate(message: StartSync) -> RunParams:
@@ -55,7 +56,7 @@ def start_sync(deps: Deps, message: StartSync) -> list[Message]:
     """Start a run, resume a parked or abandoned one, or log that one is already active."""
     params = validate(message)
     with deps.engine.begin() as conn:
-        outcome = _begin(conn, message, params, deps.clock())
+        outcome = _begin(conn, message, params, deps.clock(), deps.stale_after)
     if isinstance(outcome, list):
         return outcome
     return plan_fetch(deps, *outcome)
@@ -65,7 +66,11 @@ ToPlan = tuple[SyncConnection, RunState]
 
 
 def _begin(
-    conn: sa.Connection, message: StartSync, params: RunParams, now: datetime
+    conn: sa.Connection,
+    message: StartSync,
+    params: RunParams,
+    now: datetime,
+    stale_after: timedelta,
 ) -> list[Message] | ToPlan:
     connection = config.connection_for(conn, message.list_id)
     if connection is None:
@@ -74,7 +79,7 @@ def _begin(
     state = runs.lock(conn, message.list_id)
     if message.force_restart:
         state = runs.reset(conn, message.list_id, now)
-    if state.active and not state.stale(now):
+    if state.active and not state.stale(now, stale_after):
         runs.log(conn, state.list_id, f"already running ({state.stage}); trigger ignored", now)
         return []
     if state.run_id is not None:

@@ -17,7 +17,7 @@ def register(runtime: Runtime) -> list[dramatiq.Actor[..., None]]:
     or redelivered message never posts an operation twice; a batch's results are applied
     once (``response_processed``), and polling a batch that is not finished changes nothing.
     """
-    deps = flow.Deps(runtime.engine, runtime.mailchimp, utc_now)
+    deps = flow.Deps(runtime.engine, runtime.mailchimp, utc_now, runtime.settings.posting_grace)
     return [
         declare(runtime, SubmitUpdates, lambda message: flow.submit(deps, message)),
         declare(runtime, ProcessBatch, lambda message: flow.process(deps, message)),

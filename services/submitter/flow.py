@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -29,6 +29,7 @@ class Deps:
     engine: sa.Engine
     mailchimp: Callable[[str], MailchimpClient]
     clock: Callable[[], datetime]
+    posting_grace: timedelta = handlers.POSTING_GRACE
 
     def client_for(self, list_id: str) -> MailchimpClient:
         with self.engine.connect() as conn:
@@ -45,7 +46,11 @@ def submit(deps: Deps, message: SubmitUpdates) -> list[Message]:
     if connection is None:
         return []
     report = handlers.submit_updates(
-        deps.engine, deps.mailchimp(connection.api_key), message.list_id, deps.clock()
+        deps.engine,
+        deps.mailchimp(connection.api_key),
+        message.list_id,
+        deps.clock(),
+        posting_grace=deps.posting_grace,
     )
     if not message.run_id:
         return []
@@ -86,7 +91,9 @@ def check(deps: Deps, message: CheckBatches) -> list[Message]:
         lists = sorted(batches.lists_with_open_batches(conn))
     if not lists:
         return []
-    handlers.check_batches(deps.engine, deps.client_for, deps.clock())
+    handlers.check_batches(
+        deps.engine, deps.client_for, deps.clock(), posting_grace=deps.posting_grace
+    )
     return _submit_leftovers(deps, lists)
 
 

@@ -64,6 +64,7 @@ def test_a_run_without_heartbeat_for_a_long_time_is_stale(db: sa.Connection) -> 
 
     assert not state.stale(NOW + timedelta(minutes=5))
     assert state.stale(NOW + timedelta(hours=1))
+    assert state.stale(NOW + timedelta(minutes=5), after=timedelta(minutes=1))  # configured
 
 
 def test_the_log_keeps_the_newest_hundred_lines_in_order(db: sa.Connection) -> None:

@@ -1,3 +1,4 @@
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,8 @@ def test_production_urls_are_read_from_the_environment() -> None:
         ("MCSYNC_MAILCHIMP_MAX_CONNECTIONS", "0"),
         ("MCSYNC_MAILCHIMP_TIMEOUT", "-5"),
         ("MCSYNC_BATCH_POLL_SECONDS", "often"),
+        ("MCSYNC_STALE_AFTER_SECONDS", "0"),
+        ("MCSYNC_POSTING_GRACE_SECONDS", "soon"),
     ],
 )
 def test_a_malformed_value_fails_naming_the_variable(name: str, value: str) -> None:
@@ -56,3 +59,14 @@ def test_settings_cannot_be_changed_after_start_up() -> None:
 
     with pytest.raises(AttributeError):
         settings.broker_url = "amqp://elsewhere"  # type: ignore[misc]
+
+
+def test_the_stale_run_and_posting_grace_periods_come_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {"MCSYNC_STALE_AFTER_SECONDS": "60", "MCSYNC_POSTING_GRACE_SECONDS": "30"}
+    )
+    assert (settings.stale_after, settings.posting_grace) == (
+        timedelta(minutes=1),
+        timedelta(seconds=30),
+    )
+    assert Settings().stale_after == timedelta(minutes=15)
