@@ -18,23 +18,17 @@ from common.settings import Settings
 
 
 @dataclass
-class Runtime:
-    """The engine, the broker, Mailchimp clients and the connection limiter of a process."""
+class MailchimpClients:
+    """One pooled client per API key, built on first use and shared by a process's threads,
+    every one taking its connections from the same limiter."""
 
     settings: Settings
-    engine: sa.Engine
-    broker: dramatiq.Broker
     limiter: ConnectionLimiter
     _clients: dict[str, MailchimpClient] = field(default_factory=dict)
-    _clients_lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    @classmethod
-    def start(cls, settings: Settings, broker: dramatiq.Broker) -> Runtime:
-        return cls(settings, create_engine(database_url(settings)), broker, build_limiter(settings))
-
-    def mailchimp(self, api_key: str) -> MailchimpClient:
-        """One pooled client per API key, shared by the threads of this process."""
-        with self._clients_lock:
+    def __call__(self, api_key: str) -> MailchimpClient:
+        with self._lock:
             client = self._clients.get(api_key)
             if client is None:
                 client = MailchimpClient(
@@ -47,12 +41,39 @@ class Runtime:
                 self._clients[api_key] = client
             return client
 
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+
+@dataclass
+class Runtime:
+    """The engine, the broker, Mailchimp clients and the connection limiter of a process."""
+
+    settings: Settings
+    engine: sa.Engine
+    broker: dramatiq.Broker
+    limiter: ConnectionLimiter
+    _clients: MailchimpClients = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._clients = MailchimpClients(self.settings, self.limiter)
+
+    @classmethod
+    def start(cls, settings: Settings, broker: dramatiq.Broker) -> Runtime:
+        return cls(settings, create_engine(database_url(settings)), broker, build_limiter(settings))
+
+    def mailchimp(self, api_key: str) -> MailchimpClient:
+        """One pooled client per API key, shared by the threads of this process."""
+        return self._clients(api_key)
+
     def send(self, *messages: Message) -> None:
         send(self.broker, *messages)
 
     def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
+        self._clients.close()
         self.engine.dispose()
 
 

@@ -27,10 +27,8 @@ from pydantic.fields import FieldInfo
 
 from common.broker import build_broker, send
 from common.db.engine import create_engine, database_url
-from common.limits import ConnectionLimiter
-from common.mailchimp import MailchimpClient
 from common.messages import Message
-from common.runtime import build_limiter
+from common.runtime import MailchimpClients, build_limiter
 from common.settings import Settings
 from services.admin.context import Action, ActionError, AdminContext, ParamError
 from services.admin.params import parse
@@ -118,14 +116,14 @@ class CliServices:
 
     settings: Settings
     engine: sa.Engine
-    limiter: ConnectionLimiter
-    _clients: dict[str, MailchimpClient] = field(default_factory=dict)
+    mailchimp: MailchimpClients
     _broker: dramatiq.Broker | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def build(cls, settings: Settings) -> CliServices:
-        return cls(settings, create_engine(database_url(settings)), build_limiter(settings))
+        clients = MailchimpClients(settings, build_limiter(settings))
+        return cls(settings, create_engine(database_url(settings)), clients)
 
     def context(self) -> AdminContext:
         return AdminContext(
@@ -135,19 +133,6 @@ class CliServices:
             send=self.send,
             clock=lambda: datetime.now(UTC),
         )
-
-    def mailchimp(self, api_key: str) -> MailchimpClient:
-        with self._lock:
-            client = self._clients.get(api_key)
-            if client is None:
-                client = self._clients[api_key] = MailchimpClient(
-                    api_key,
-                    base_url=self.settings.mailchimp_api_url,
-                    timeout=self.settings.mailchimp_timeout,
-                    max_connections=self.settings.mailchimp_max_connections,
-                    limiter=self.limiter,
-                )
-            return client
 
     def send(self, *messages: Message) -> None:
         if self.settings.embedded_broker:
@@ -163,8 +148,7 @@ class CliServices:
         send(self._broker, *messages)
 
     def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
+        self.mailchimp.close()
         if self._broker is not None:
             self._broker.close()
         self.engine.dispose()
