@@ -26,6 +26,15 @@ from common.db.schema import batch, cache, update
 from common.vocabulary import PLUGIN_DATA_SENT, BatchStatus, ResponseProcessed, SyncStatus
 
 _CLAIM_LOCK_NAMESPACE = "mailchimpsync-submit"
+# An update and the Mailchimp identity of its cache row: what claiming and result handling
+# both read (the update joined to its row).
+_UPDATE_AND_ROW = (
+    update.c.id,
+    update.c.mailchimpsync_cache_id,
+    update.c.data,
+    cache.c.mailchimp_member_id,
+    cache.c.mailchimp_email,
+)
 
 
 @dataclass(frozen=True)
@@ -124,13 +133,7 @@ def claim_unsubmitted(
     ``after_update_id`` pages past updates this submission already deferred.
     """
     query = (
-        sa.select(
-            update.c.id,
-            update.c.mailchimpsync_cache_id,
-            update.c.data,
-            cache.c.mailchimp_member_id,
-            cache.c.mailchimp_email,
-        )
+        sa.select(*_UPDATE_AND_ROW)
         .join(cache, cache.c.id == update.c.mailchimpsync_cache_id)
         .where(cache.c.mailchimp_list_id == list_id)
         .where(update.c.mailchimpsync_batch_id.is_(None), update.c.completed.is_(False))
@@ -346,15 +349,7 @@ def lock_processing(conn: sa.Connection, batch_row_id: int) -> bool:
 def open_updates_of_batch(conn: sa.Connection, batch_row_id: int) -> list[OpenUpdate]:
     """The batch's updates not yet completed, with the current state of their cache rows."""
     query = (
-        sa.select(
-            update.c.id,
-            update.c.mailchimpsync_cache_id,
-            update.c.data,
-            cache.c.mailchimp_member_id,
-            cache.c.mailchimp_email,
-            cache.c.mailchimp_updated,
-            cache.c.mailchimp_data,
-        )
+        sa.select(*_UPDATE_AND_ROW, cache.c.mailchimp_updated, cache.c.mailchimp_data)
         .join(cache, cache.c.id == update.c.mailchimpsync_cache_id)
         .where(update.c.mailchimpsync_batch_id == batch_row_id, update.c.completed.is_(False))
     )

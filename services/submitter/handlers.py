@@ -70,6 +70,7 @@ from services.submitter.results import (
     ResultArchiveError,
     RetryAsPending,
     Succeeded,
+    aware_time,
     classify,
     follow_success,
     read_result_archive,
@@ -327,7 +328,7 @@ def _listed_batches(client: MailchimpClient, since: datetime) -> list[dict[str, 
     while True:
         page = client.get("/batches", {"count": _PAGE, "offset": offset})
         items = page.get("batches") or []
-        found += [b for b in items if (_timestamp(b.get("submitted_at")) or since) >= since]
+        found += [b for b in items if (aware_time(b.get("submitted_at")) or since) >= since]
         offset += len(items)
         if not items or offset >= int(page.get("total_items") or 0):
             return found
@@ -603,7 +604,7 @@ def _fetch_batch(client: MailchimpClient, batch_id: str) -> tuple[sql.MailchimpB
         finished_operations=int(body.get("finished_operations") or 0),
         errored_operations=int(body.get("errored_operations") or 0),
         total_operations=int(body.get("total_operations") or 0),
-        completed_at=_timestamp(body.get("completed_at")),
+        completed_at=aware_time(body.get("completed_at")),
     )
     return state, str(body.get("response_body_url") or "")
 
@@ -613,13 +614,3 @@ def _results(url: str) -> Generator[OperationResult]:
     with requests.get(url, stream=True, timeout=DOWNLOAD_TIMEOUT) as response:
         response.raise_for_status()
         yield from read_result_archive(response.raw)
-
-
-def _timestamp(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None

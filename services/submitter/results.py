@@ -226,7 +226,8 @@ def _member_of(response: str) -> MemberResult | None:
         known_status = MailchimpStatus(status)
     except ValueError:
         return None
-    return MemberResult(member_id, email, known_status, _timestamp(body), _fetched(body))
+    last_changed = aware_time(body.get("last_changed"))
+    return MemberResult(member_id, email, known_status, last_changed, _fetched(body))
 
 
 def _fetched(body: Mapping[str, Any]) -> FetchedMember | None:
@@ -236,15 +237,17 @@ def _fetched(body: Mapping[str, Any]) -> FetchedMember | None:
         return None
 
 
-def _timestamp(body: Mapping[str, Any]) -> datetime | None:
-    value = body.get("last_changed")
+def aware_time(value: Any) -> datetime | None:
+    """An ISO 8601 time from Mailchimp with its offset; None when absent or unreadable.
+
+    A stamp without an offset is refused too: a timestamptz column would read it as local
+    time."""
     if not isinstance(value, str) or not value:
         return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
-    # mailchimp_updated is timestamptz: a naive stamp would be read as local time.
     return parsed if parsed.tzinfo is not None else None
 
 
