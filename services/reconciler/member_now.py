@@ -25,6 +25,7 @@ from common.db.config import SyncConnection
 from common.mailchimp import MailchimpClient, MailchimpError
 from common.member_data import MEMBER_FIELDS, FetchedMember, subscriber_hash
 from common.messages import Message, SubmitUpdates, SyncMember
+from common.vocabulary import SyncStatus
 from services.reconciler import chunk, stages
 from services.reconciler.plugins import DataPlugin
 
@@ -127,6 +128,9 @@ def _sync_row(
     now: datetime,
 ) -> Outcome:
     rows = [cache_id]
+    # Decided whatever the merge found: a fetch may have stored this member first, and the
+    # event's own rules (an address on hold, a new address) are news to the decision anyway.
+    cache.set_sync_statuses(conn, [cache.RowStatus(cache_id, SyncStatus.TODO)])
     stages.fix_contact_ids(conn, sc, rows)
     stages.create_new_contacts_from_mailchimp(conn, sc, rows)
     row = cache.member_row(conn, cache_id)

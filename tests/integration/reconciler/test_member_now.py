@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from reconciler_support import LIST_ID, T0, World
 
 from common.audience_events import AudienceEvent, AudienceEventType
+from common.db import cache as cache_sql
 from common.db import inbox
 from common.db import updates as updates_sql
 from common.mailchimp import MailchimpError
@@ -101,6 +102,24 @@ def test_a_subscribe_matches_an_existing_contact_by_email(world: World) -> None:
     )
 
     assert row_of(w, "jo@example.org")["civicrm_contact_id"] == jo
+    assert membership(w, jo) == "Added"
+
+
+def test_a_member_a_fetch_already_stored_is_still_decided(world: World) -> None:
+    w = world
+    jo = w.contact("Jo", "jo@example.org")
+    w.history(jo, REMOVED, T0 - H)
+    found = member("jo@example.org", "subscribed", T0)
+    cache_sql.merge_fetched(w.conn, LIST_ID, [found])  # the incremental fetch came first
+    w.conn.execute(
+        sa.text(
+            "UPDATE civicrm_mailchimpsync_cache SET sync_status = 'ok', civicrm_contact_id = :c"
+        ),
+        {"c": jo},
+    )
+
+    apply(w, event(AudienceEventType.SUBSCRIBE, "jo@example.org"), found)
+
     assert membership(w, jo) == "Added"
 
 
