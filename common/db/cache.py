@@ -48,7 +48,6 @@ __all__ = [
     "status_counts",
     "store_plugin_data",
     "store_plugin_sent",
-    "todo_remaining",
     "upsert_fetched",
 ]
 
@@ -231,11 +230,6 @@ def any_todo(conn: sa.Connection, list_id: str) -> bool:
     """Whether the audience has a ``todo`` row: one index probe, where counting them all
     after every chunk of a big queue cost more than the chunk's own statements."""
     return bool(conn.execute(_ANY_TODO, {"list_id": list_id}).scalar_one())
-
-
-def todo_remaining(conn: sa.Connection, list_id: str) -> int:
-    """How many of the audience's rows are ``todo``."""
-    return int(conn.execute(_TODO_REMAINING, {"list_id": list_id}).scalar_one())
 
 
 def status_counts(conn: sa.Connection, list_id: str) -> dict[SyncStatus, int]:
@@ -498,10 +492,6 @@ _DELETE_ROWS = sa.text("""
 _ANY_TODO = sa.text("""
     SELECT EXISTS (SELECT 1 FROM civicrm_mailchimpsync_cache
                    WHERE mailchimp_list_id = :list_id AND sync_status = 'todo')
-""")
-_TODO_REMAINING = sa.text("""
-    SELECT count(*) FROM civicrm_mailchimpsync_cache
-    WHERE mailchimp_list_id = :list_id AND sync_status = 'todo'
 """)
 _STATUS_COUNTS = sa.text("""
     SELECT sync_status, count(*) FROM civicrm_mailchimpsync_cache

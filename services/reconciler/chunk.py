@@ -74,11 +74,6 @@ def any_todo(conn: sa.Connection, list_id: str) -> bool:
     return cache.any_todo(conn, list_id)
 
 
-def todo_remaining(conn: sa.Connection, list_id: str) -> int:
-    """How many of the audience's rows are still ``todo``."""
-    return cache.todo_remaining(conn, list_id)
-
-
 def reconcile_chunk(
     conn: sa.Connection, sc: SyncConnection, first_id: int, last_id: int, now: datetime
 ) -> ChunkReport:
