@@ -294,12 +294,15 @@ def find_batch(conn: sa.Connection, mailchimp_batch_id: str) -> BatchRow | None:
     return BatchRow(*row) if row else None
 
 
-def unprocessed_batches(conn: sa.Connection) -> list[BatchRow]:
-    """Our posted batches whose results are not applied yet (oldest first)."""
+def unprocessed_batches(conn: sa.Connection, list_id: str | None = None) -> list[BatchRow]:
+    """Our posted batches (of one audience, or all) whose results are not applied yet,
+    oldest first."""
     query = _batch_rows().where(
         batch.c.mailchimp_batch_id.is_not(None),
         batch.c.response_processed != ResponseProcessed.DONE,
     )
+    if list_id is not None:
+        query = query.where(batch.c.mailchimp_list_id == list_id)
     return [BatchRow(*row) for row in conn.execute(query.order_by(batch.c.id))]
 
 
@@ -499,16 +502,6 @@ class Aborted:
     batch_row_ids: tuple[int, ...] = ()
     update_ids: tuple[int, ...] = ()
     cache_ids: frozenset[int] = frozenset()
-
-
-def open_posted_batches(conn: sa.Connection, list_id: str) -> list[BatchRow]:
-    """The audience's batches known to Mailchimp whose results are not applied yet."""
-    query = _batch_rows().where(
-        batch.c.mailchimp_list_id == list_id,
-        batch.c.mailchimp_batch_id.is_not(None),
-        batch.c.response_processed != ResponseProcessed.DONE,
-    )
-    return [BatchRow(*row) for row in conn.execute(query.order_by(batch.c.id))]
 
 
 def posting_batches_of(conn: sa.Connection, list_id: str) -> list[BatchRow]:

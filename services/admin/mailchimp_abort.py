@@ -148,7 +148,7 @@ def _abort_once(
 ) -> AbortReport:
     """One pass: delete at Mailchimp, then abort in one transaction."""
     with ctx.engine.connect() as conn:
-        posted = batches.open_posted_batches(conn, connection.list_id)
+        posted = batches.unprocessed_batches(conn, connection.list_id)
     deleted, gone = _delete_at_mailchimp(client, [str(b.mailchimp_batch_id) for b in posted])
     for _ in range(DEADLOCK_ATTEMPTS - 1):
         try:
@@ -211,7 +211,7 @@ def _abort_in_db(
         run_released=released,
         batches_still_posting=tuple(b.id for b in batches.posting_batches_of(conn, list_id)),
         # Posted after this pass asked Mailchimp to delete: the next pass deletes them.
-        posted_meanwhile=tuple(b.id for b in batches.open_posted_batches(conn, list_id)),
+        posted_meanwhile=tuple(b.id for b in batches.unprocessed_batches(conn, list_id)),
     )
     if released or report.batches_aborted or report.updates_aborted:
         runs.log(conn, list_id, _log_line(report), now)
