@@ -68,18 +68,6 @@ def mark_published(conn: sa.Connection, event_ids: Sequence[int], now: datetime)
     return conn.execute(statement).rowcount
 
 
-def unpublished(conn: sa.Connection, received_before: datetime, limit: int) -> list[int]:
-    """Events never published that arrived before ``received_before``, oldest first."""
-    query = (
-        sa.select(webhook_event.c.id)
-        .where(webhook_event.c.published_at.is_(None))
-        .where(webhook_event.c.received_at < received_before)
-        .order_by(webhook_event.c.id)
-        .limit(limit)
-    )
-    return list(conn.execute(query).scalars())
-
-
 def peek(conn: sa.Connection, event_id: int) -> InboxEvent | None:
     """An unprocessed event, read without a lock; None if it was acted on."""
     return _unprocessed(conn, event_id, lock=False)

@@ -18,7 +18,6 @@ from webhooks_support import serve_in_thread
 
 from common.db import inbox
 from common.member_data import subscriber_hash
-from common.messages import SyncMember
 from common.settings import Settings
 from common.sync_request import SyncRequest
 from mcsync import workers
@@ -28,6 +27,7 @@ from mcsync.sync import fetch_and_reconcile
 from services.admin.context import AdminContext
 from services.admin.registry import ACTIONS
 from services.webhooks.app import Deps, create_app
+from services.webhooks.relay import publish_pending
 from sim.mailchimp import RunningSimulator, Simulator, run_in_thread
 
 pytestmark = pytest.mark.integration
@@ -174,11 +174,9 @@ def test_a_delivery_mailchimp_retries_changes_nothing_more(stack: Stack) -> None
         ).scalar_one()
         # Mailchimp retries a delivery it thinks failed: the same event arrives again.
         inbox.record(conn, event.mailchimp_list_id, event.event_type, event.data)
-    # What the relay does for an event the broker missed.
-    with stack.engine.begin() as conn:
-        pending = inbox.unpublished(conn, datetime.now(UTC) + timedelta(minutes=1), limit=10)
-    assert len(pending) == 1
-    stack.send(*(SyncMember(event_id=event_id) for event_id in pending))
+    # The relay publishes the stored event the broker never heard of.
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    assert publish_pending(stack.engine, stack.send, later) == 1
     stack.wait_for_events(2)
     with stack.engine.connect() as conn:
         history_after = conn.execute(
