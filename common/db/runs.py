@@ -19,10 +19,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from common.db.schema import fetch_page, status
 from common.runs import RunLimits, fetch_since, parse_stop_on
+from common.settings import Settings
 from common.vocabulary import Stage
 
 LOG_LIMIT = 100
-STALE_AFTER = timedelta(minutes=15)
+STALE_AFTER = Settings().stale_after  # the default of MCSYNC_STALE_AFTER_SECONDS
 """A run whose heartbeat is older than this is taken to be abandoned (a killed worker)."""
 
 

@@ -56,6 +56,7 @@ import sqlalchemy as sa
 from common.db import batches as sql
 from common.db import runs
 from common.mailchimp import MailchimpClient, MailchimpError, MailchimpTransientError
+from common.settings import Settings
 from common.vocabulary import BatchStatus, ResponseProcessed, SyncStatus
 from services.submitter.operations import (
     MAX_OPERATIONS_PER_BATCH,
@@ -79,7 +80,7 @@ from services.submitter.results import (
 
 logger = logging.getLogger(__name__)
 
-POSTING_GRACE = timedelta(minutes=10)
+POSTING_GRACE = Settings().posting_grace  # the default of MCSYNC_POSTING_GRACE_SECONDS
 """How long another worker waits before resolving a *posting* batch row (see module doc)."""
 CLOCK_SLACK = timedelta(minutes=5)
 """Tolerated difference between our clock and Mailchimp's when listing batches."""
