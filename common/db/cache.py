@@ -13,17 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
+from common.db.crm import HistoryEntry
 from common.member_data import FetchedMember, merge_mailchimp_data
 from common.vocabulary import PLUGIN_DATA_SENT, GroupStatus, SyncStatus
 
 __all__ = [
     "ClaimedRow",
+    "DecidedRow",
     "FetchedRow",
     "NewMember",
     "PluginSource",
@@ -35,6 +37,7 @@ __all__ = [
     "clear_missing_contacts",
     "delete_crm_only_duplicates",
     "delete_orphan_rows",
+    "group_snapshot",
     "load_mailchimp_data",
     "load_plugin_rows",
     "mark_all_contacts_todo",
@@ -42,8 +45,9 @@ __all__ = [
     "mark_group_changes_todo",
     "match_contacts_by_email",
     "members_without_contact",
-    "refresh_group_snapshots",
     "set_contact_ids",
+    "set_contact_snapshots",
+    "set_decided",
     "set_sync_statuses",
     "status_counts",
     "store_plugin_data",
@@ -84,6 +88,18 @@ class RowStatus:
 
     cache_id: int
     sync_status: SyncStatus
+
+
+Snapshot = dict[str, dict[str, str]] | None
+
+
+@dataclass(frozen=True)
+class DecidedRow:
+    """A decided row's new ``sync_status`` and ``civicrm_groups`` snapshot."""
+
+    cache_id: int
+    sync_status: SyncStatus
+    civicrm_groups: Snapshot
 
 
 def _json(rows: object) -> str:
@@ -395,27 +411,6 @@ def mark_all_contacts_todo(conn: sa.Connection, list_id: str) -> int:
     return conn.execute(_MARK_ALL_CONTACTS, {"list_id": list_id}).rowcount
 
 
-def refresh_group_snapshots(conn: sa.Connection, list_id: str, group_ids: Sequence[int]) -> int:
-    """Set ``civicrm_groups`` of ``todo`` rows to the newest history per group:
-    ``{"<group id>": {"status": ..., "date": iso}}`` (null without history).
-
-    One statement; only rows whose snapshot changes are written. Returns them.
-    """
-    params = {"list_id": list_id, "group_ids": list(group_ids)}
-    return conn.execute(_REFRESH_SNAPSHOTS, params).rowcount
-
-
-def refresh_contact_snapshots(
-    conn: sa.Connection, list_id: str, group_ids: Sequence[int], contact_ids: Iterable[int]
-) -> int:
-    """Refresh ``civicrm_groups`` of the rows of contacts whose memberships were just written."""
-    ids = sorted(set(contact_ids))
-    if not ids:
-        return 0
-    params = {"list_id": list_id, "group_ids": list(group_ids), "contact_ids": ids}
-    return conn.execute(_REFRESH_CONTACT_SNAPSHOTS, params).rowcount
-
-
 # --- readyToReconcileQueue -------------------------------------------------------------
 
 
@@ -432,6 +427,40 @@ def claim_todo_rows(
     transaction holds (``FOR UPDATE SKIP LOCKED``), so no row is decided twice at once."""
     params = {"list_id": list_id, "first": first_id, "last": last_id}
     return [ClaimedRow(*row) for row in conn.execute(_CLAIM_TODO, params)]
+
+
+def group_snapshot(newest: Mapping[int, HistoryEntry]) -> Snapshot:
+    """The ``civicrm_groups`` snapshot of a contact's newest history per group, as
+    ``_SNAPSHOT_JSON`` renders it in SQL (None: no history)."""
+    if not newest:
+        return None
+    return {
+        str(group): {"status": entry.status, "date": entry.date.astimezone(UTC).strftime(_ISO_UTC)}
+        for group, entry in newest.items()
+    }
+
+
+def set_decided(conn: sa.Connection, rows: Sequence[DecidedRow]) -> int:
+    """Set each decided row's ``sync_status`` and snapshot in one statement (rows already
+    so are not written)."""
+    if not rows:
+        return 0
+    payload = [
+        {"id": r.cache_id, "status": r.sync_status.value, "groups": r.civicrm_groups} for r in rows
+    ]
+    return conn.execute(_SET_DECIDED, {"rows": _json(payload)}).rowcount
+
+
+def set_contact_snapshots(
+    conn: sa.Connection, list_id: str, snapshots: Mapping[int, Snapshot], except_ids: Iterable[int]
+) -> int:
+    """Set the snapshot of the audience's other rows of these contacts (a contact's duplicate
+    rows share its memberships), leaving the rows ``except_ids`` alone."""
+    if not snapshots:
+        return 0
+    payload = [{"contact_id": c, "groups": g} for c, g in snapshots.items()]
+    params = {"list_id": list_id, "rows": _json(payload), "except_ids": sorted(set(except_ids))}
+    return conn.execute(_SET_CONTACT_SNAPSHOTS, params).rowcount
 
 
 def set_sync_statuses(conn: sa.Connection, statuses: Sequence[RowStatus]) -> int:
@@ -625,7 +654,9 @@ _ADD_CRM_ONLY = sa.text("""
 """)
 
 # A civicrm_groups snapshot from rows ``n`` of newest history (group_id, status, date).
-# Dates are rendered in UTC whatever the session's TimeZone, so the snapshot is stable.
+# Dates are rendered in UTC whatever the session's TimeZone, so the snapshot is stable;
+# group_snapshot renders the same from Python (_ISO_UTC).
+_ISO_UTC = "%Y-%m-%dT%H:%M:%S.%f+00:00"
 _SNAPSHOT_JSON = """jsonb_object_agg(n.group_id::text, jsonb_build_object(
     'status', n.status,
     'date', to_char(n.date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')))"""
@@ -660,50 +691,6 @@ _MARK_ALL_CONTACTS = sa.text("""
     WHERE mailchimp_list_id = :list_id AND civicrm_contact_id IS NOT NULL
       AND sync_status <> 'todo'
 """)
-# Dates are rendered in UTC whatever the session's TimeZone, so the snapshot is stable.
-# Set-based: the newest history of every todo row's contact in one sort, instead of one
-# index probe per row (the snapshot of a row without history, or without contact, is null).
-_REFRESH_SNAPSHOTS = sa.text(f"""
-    WITH todo AS (
-        SELECT t.id, t.civicrm_contact_id FROM civicrm_mailchimpsync_cache t
-        WHERE t.mailchimp_list_id = :list_id AND t.sync_status = 'todo'
-    ), newest AS (
-        SELECT DISTINCT ON (h.contact_id, h.group_id) h.contact_id, h.group_id, h.status, h.date
-        FROM civicrm_subscription_history h
-        WHERE h.group_id = ANY(CAST(:group_ids AS integer[]))
-          AND h.contact_id IN (SELECT civicrm_contact_id FROM todo)
-        ORDER BY h.contact_id, h.group_id, h.date DESC, h.id DESC
-    ), snapshots AS (
-        SELECT n.contact_id, {_SNAPSHOT_JSON} AS snapshot FROM newest n GROUP BY n.contact_id
-    )
-    UPDATE civicrm_mailchimpsync_cache c SET civicrm_groups = s.snapshot
-    FROM todo t LEFT JOIN snapshots s ON s.contact_id = t.civicrm_contact_id
-    WHERE c.id = t.id AND c.civicrm_groups IS DISTINCT FROM s.snapshot
-""")
-# Driven from the contact ids: each contact's newest history is probed through the history
-# index once (a filter "contact_id = ANY(ids)" on history let the planner walk every history
-# row of the groups instead), and rows are updated through the (list, contact) index.
-_REFRESH_CONTACT_SNAPSHOTS = sa.text(f"""
-    WITH snapshots AS (
-        SELECT k.contact_id, {_SNAPSHOT_JSON} AS snapshot
-        FROM unnest(CAST(:contact_ids AS integer[])) AS k(contact_id)
-        CROSS JOIN LATERAL (
-            SELECT DISTINCT ON (h.group_id) h.group_id, h.status, h.date
-            FROM civicrm_subscription_history h
-            WHERE h.contact_id = k.contact_id
-              AND h.group_id = ANY(CAST(:group_ids AS integer[]))
-            ORDER BY h.group_id, h.date DESC, h.id DESC
-        ) AS n
-        GROUP BY k.contact_id
-    )
-    UPDATE civicrm_mailchimpsync_cache t SET civicrm_groups = s.snapshot
-    FROM unnest(CAST(:contact_ids AS integer[])) AS k(contact_id)
-    LEFT JOIN snapshots s ON s.contact_id = k.contact_id
-    WHERE t.mailchimp_list_id = :list_id AND t.civicrm_contact_id = k.contact_id
-      AND t.civicrm_groups IS DISTINCT FROM s.snapshot
-""")
-
-
 _CHUNK_RANGES = sa.text("""
     SELECT min(id), max(id) FROM (
         SELECT id, (row_number() OVER (ORDER BY id) - 1) / :size AS bucket
@@ -725,6 +712,19 @@ _CLAIM_TODO = sa.text("""
       AND c.id BETWEEN :first AND :last
     ORDER BY c.id
     FOR UPDATE OF c SKIP LOCKED
+""")
+_SET_DECIDED = sa.text("""
+    UPDATE civicrm_mailchimpsync_cache c SET sync_status = r.status, civicrm_groups = r.groups
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id bigint, status text, groups jsonb)
+    WHERE c.id = r.id
+      AND (c.sync_status IS DISTINCT FROM r.status OR c.civicrm_groups IS DISTINCT FROM r.groups)
+""")
+_SET_CONTACT_SNAPSHOTS = sa.text("""
+    UPDATE civicrm_mailchimpsync_cache c SET civicrm_groups = r.groups
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(contact_id integer, groups jsonb)
+    WHERE c.mailchimp_list_id = :list_id AND c.civicrm_contact_id = r.contact_id
+      AND c.id <> ALL(CAST(:except_ids AS bigint[]))
+      AND c.civicrm_groups IS DISTINCT FROM r.groups
 """)
 _SET_STATUSES = sa.text("""
     UPDATE civicrm_mailchimpsync_cache c SET sync_status = r.status

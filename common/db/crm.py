@@ -24,6 +24,7 @@ __all__ = [
     "ContactDetails",
     "ContactGroupFacts",
     "EmailToAdd",
+    "HistoryEntry",
     "MembershipChange",
     "NewContact",
     "NewEmail",
@@ -193,19 +194,32 @@ def best_emails(conn: sa.Connection, contact_ids: Iterable[int]) -> dict[int, st
 
 
 @dataclass(frozen=True)
+class HistoryEntry:
+    """A subscription-history row's status (``Added``, ``Removed``, ...) and date."""
+
+    status: str
+    date: datetime
+
+
+@dataclass(frozen=True)
 class ContactGroupFacts:
     """A contact's standing in a set of groups, for deciding its cache rows.
 
-    ``memberships``: status per group (absent: not a member). ``history_at``: newest history
-    date per group (absent: none). ``best_email``: as ``best_emails``. ``held_emails``: the
-    contact's addresses on hold, lower-cased.
+    ``memberships``: status per group (absent: not a member). ``newest_history``: the newest
+    history row per group (by date, then id; absent: none). ``best_email``: as
+    ``best_emails``. ``held_emails``: the contact's addresses on hold, lower-cased.
     """
 
     contact_id: int
     memberships: dict[int, GroupStatus]
-    history_at: dict[int, datetime]
+    newest_history: dict[int, HistoryEntry]
     best_email: str | None
     held_emails: frozenset[str]
+
+    @property
+    def history_at(self) -> dict[int, datetime]:
+        """The newest history date per group."""
+        return {group: entry.date for group, entry in self.newest_history.items()}
 
 
 @dataclass(frozen=True)
@@ -233,7 +247,10 @@ def contact_group_facts(
             memberships={
                 int(g): GroupStatus(s) for g, s in zip(row.m_groups, row.m_status, strict=True)
             },
-            history_at=dict(zip(map(int, row.h_groups), row.h_dates, strict=True)),
+            newest_history={
+                int(g): HistoryEntry(s, d)
+                for g, s, d in zip(row.h_groups, row.h_status, row.h_dates, strict=True)
+            },
             best_email=row.best_email,
             held_emails=frozenset(row.held),
         )
@@ -380,26 +397,33 @@ _BEST_EMAILS = sa.text("""
 
 # Correlated subqueries per contact: each is an index lookup, so a chunk of 1000 contacts
 # costs one round trip and a few thousand index probes.
+# One probe per contact and table: memberships, and the newest history row per group (by
+# date, then id, as the cache's civicrm_groups snapshot takes it).
 _CONTACT_GROUP_FACTS = sa.text("""
-    SELECT k.id AS contact_id,
-        ARRAY(SELECT gc.group_id FROM civicrm_group_contact gc
-              WHERE gc.contact_id = k.id AND gc.group_id = ANY(CAST(:group_ids AS integer[]))
-              ORDER BY gc.group_id) AS m_groups,
-        ARRAY(SELECT gc.status FROM civicrm_group_contact gc
-              WHERE gc.contact_id = k.id AND gc.group_id = ANY(CAST(:group_ids AS integer[]))
-              ORDER BY gc.group_id) AS m_status,
-        ARRAY(SELECT h.group_id FROM civicrm_subscription_history h
-              WHERE h.contact_id = k.id AND h.group_id = ANY(CAST(:group_ids AS integer[]))
-              GROUP BY h.group_id ORDER BY h.group_id) AS h_groups,
-        ARRAY(SELECT max(h.date) FROM civicrm_subscription_history h
-              WHERE h.contact_id = k.id AND h.group_id = ANY(CAST(:group_ids AS integer[]))
-              GROUP BY h.group_id ORDER BY h.group_id) AS h_dates,
+    SELECT k.id AS contact_id, m.m_groups, m.m_status, h.h_groups, h.h_status, h.h_dates,
         (SELECT e.email FROM civicrm_email e
          WHERE e.contact_id = k.id AND e.on_hold = 0 AND btrim(e.email) <> ''
          ORDER BY e.is_bulkmail DESC, e.is_primary DESC, e.id LIMIT 1) AS best_email,
         ARRAY(SELECT lower(e.email) FROM civicrm_email e
               WHERE e.contact_id = k.id AND e.on_hold <> 0) AS held
     FROM civicrm_contact k
+    CROSS JOIN LATERAL (
+        SELECT coalesce(array_agg(gc.group_id ORDER BY gc.group_id), '{}') AS m_groups,
+            coalesce(array_agg(gc.status ORDER BY gc.group_id), '{}') AS m_status
+        FROM civicrm_group_contact gc
+        WHERE gc.contact_id = k.id AND gc.group_id = ANY(CAST(:group_ids AS integer[]))
+    ) AS m
+    CROSS JOIN LATERAL (
+        SELECT coalesce(array_agg(n.group_id), '{}') AS h_groups,
+            coalesce(array_agg(n.status), '{}') AS h_status,
+            coalesce(array_agg(n.date), '{}') AS h_dates
+        FROM (
+            SELECT DISTINCT ON (h.group_id) h.group_id, h.status, h.date
+            FROM civicrm_subscription_history h
+            WHERE h.contact_id = k.id AND h.group_id = ANY(CAST(:group_ids AS integer[]))
+            ORDER BY h.group_id, h.date DESC, h.id DESC
+        ) AS n
+    ) AS h
     WHERE k.id = ANY(CAST(:ids AS integer[]))
 """)
 _CONTACT_DETAILS = sa.text("""

@@ -57,10 +57,12 @@ class ChunkReport:
 
 @dataclass(frozen=True)
 class _Gathered:
-    """A claimed row and the facts ``decide`` weighs for it."""
+    """A claimed row, the facts ``decide`` weighs for it, and its contact's newest history
+    per group (for the row's ``civicrm_groups`` snapshot)."""
 
     row: cache.ClaimedRow
     facts: RowFacts
+    newest_history: Mapping[int, crm.HistoryEntry] = field(default_factory=dict)
 
 
 def plan_chunks(conn: sa.Connection, list_id: str, chunk_size: int = 1000) -> list[tuple[int, int]]:
@@ -103,8 +105,20 @@ def gather(
     crm_facts = crm.contact_group_facts(conn, contacts, sc.group_ids)
     open_updates = updates.load_open_updates(conn, [r.id for r in rows])
     return [
-        _Gathered(row, _row_facts(sc, row, crm_facts, open_updates.get(row.id, []))) for row in rows
+        _Gathered(
+            row,
+            _row_facts(sc, row, crm_facts, open_updates.get(row.id, [])),
+            _newest_history(crm_facts, row.contact_id),
+        )
+        for row in rows
     ]
+
+
+def _newest_history(
+    contacts: Mapping[int, crm.ContactGroupFacts], contact_id: int | None
+) -> Mapping[int, crm.HistoryEntry]:
+    contact = contacts.get(contact_id) if contact_id is not None else None
+    return contact.newest_history if contact is not None else {}
 
 
 def _row_facts(
@@ -152,17 +166,27 @@ def write(
     decisions: Sequence[RowDecision],
     now: datetime,
 ) -> dict[str, int]:
-    """Apply the chunk's decisions: one bulk statement per kind of write. Returns counts."""
+    """Apply the chunk's decisions: one bulk statement per kind of write. Returns counts.
+
+    Each decided row's ``civicrm_groups`` snapshot is written with its status: the newest
+    history per group once the chunk's own changes are in, so they are not news to the next
+    incremental run (other rows of a changed contact get the same snapshot)."""
     changes = _membership_changes(gathered, decisions, now)
     crm.set_memberships(conn, changes)
-    changed_contacts = {change.contact_id for change in changes}
-    cache.refresh_contact_snapshots(conn, sc.list_id, sc.group_ids, changed_contacts)
+    snapshots = _snapshots_after(gathered, changes)
     new_updates = _new_updates(decisions)
     updates.insert_updates(conn, new_updates)
     cancelled = updates.cancel_updates(conn, [i for d in decisions for i in d.cancel_update_ids])
     statuses = [_final_status(g, d) for g, d in zip(gathered, decisions, strict=True)]
-    rows = [cache.RowStatus(d.cache_id, s) for d, s in zip(decisions, statuses, strict=True)]
-    cache.set_sync_statuses(conn, rows)
+    rows = [
+        cache.DecidedRow(
+            g.row.id, status, snapshots.get(g.row.contact_id) if g.row.contact_id else None
+        )
+        for g, status in zip(gathered, statuses, strict=True)
+    ]
+    cache.set_decided(conn, rows)
+    changed = {c.contact_id: snapshots[c.contact_id] for c in changes}
+    cache.set_contact_snapshots(conn, sc.list_id, changed, (g.row.id for g in gathered))
     sent = {d.cache_id: d.plugin_sent for d in decisions if d.plugin_sent is not None}
     cache.store_plugin_sent(conn, sent)
     counts = _outcome_counts(decisions, statuses)
@@ -182,6 +206,23 @@ def _membership_changes(
         if (contact_id := contact_of[d.cache_id]) is not None
         for change in d.group_changes
     ]
+
+
+def _snapshots_after(
+    gathered: Sequence[_Gathered], changes: Sequence[crm.MembershipChange]
+) -> dict[int, cache.Snapshot]:
+    """Each contact's snapshot once ``changes`` are written: a change is the newest history
+    of its group unless a history row is dated later (later changes in input order win,
+    as their history rows get higher ids)."""
+    newest = {
+        g.row.contact_id: dict(g.newest_history) for g in gathered if g.row.contact_id is not None
+    }
+    for change in changes:
+        groups = newest.setdefault(change.contact_id, {})
+        current = groups.get(change.group_id)
+        if current is None or current.date <= change.date:
+            groups[change.group_id] = crm.HistoryEntry(change.status.value, change.date)
+    return {contact: cache.group_snapshot(groups) for contact, groups in newest.items()}
 
 
 def _new_updates(decisions: Sequence[RowDecision]) -> list[updates.NewUpdate]:

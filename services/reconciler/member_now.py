@@ -135,11 +135,9 @@ def _sync_row(
     stages.create_new_contacts_from_mailchimp(conn, sc, rows)
     row = cache.member_row(conn, cache_id)
     if row is not None and row.contact_id is not None:
-        contacts = [row.contact_id]
-        stages.clean_up_duplicates(conn, sc, contacts)
+        stages.clean_up_duplicates(conn, sc, [row.contact_id])
         if event.type is AudienceEventType.PROFILE:
             crm.set_contact_names(conn, row.contact_id, event.first_name, event.last_name)
-        cache.refresh_contact_snapshots(conn, sc.list_id, sc.group_ids, contacts)
     if sc.data_sync:
         stages.check_for_data_updates(conn, sc, plugins, rows)
     report = chunk.reconcile_chunk(conn, sc, cache_id, cache_id, now)

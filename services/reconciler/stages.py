@@ -105,18 +105,20 @@ def check_for_group_changes(
     conn: sa.Connection, sc: SyncConnection, since: datetime | None
 ) -> StageReport:
     """``readyToCheckForGroupChanges``: rows of contacts with history in the audience's
-    groups on/after ``since`` become ``todo`` (every row with a contact when ``since`` is
-    None); then the ``civicrm_groups`` snapshot of ``todo`` rows is refreshed.
+    groups on/after ``since`` that their ``civicrm_groups`` snapshot does not hold yet become
+    ``todo`` (every row with a contact when ``since`` is None).
 
-    Idempotent: the marks and the snapshot are the same on a second run.
+    The snapshot itself is refreshed as each ``todo`` row is decided (``chunk.write``), in
+    the transaction that reads the history it holds: writing it here too would rewrite every
+    row of a full run once more, only for the chunk to overwrite the rows it changes.
+
+    Idempotent: a second run marks the same rows.
     """
     if since is None:
         marked = cache.mark_all_contacts_todo(conn, sc.list_id)
     else:
         marked = cache.mark_group_changes_todo(conn, sc.list_id, sc.group_ids, since)
-    refreshed = cache.refresh_group_snapshots(conn, sc.list_id, sc.group_ids)
-    counts = {"marked_todo": marked, "snapshots_refreshed": refreshed}
-    return StageReport(Stage.READY_TO_CHECK_FOR_GROUP_CHANGES, counts)
+    return StageReport(Stage.READY_TO_CHECK_FOR_GROUP_CHANGES, {"marked_todo": marked})
 
 
 def check_for_data_updates(

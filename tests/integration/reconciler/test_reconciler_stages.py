@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -320,14 +320,14 @@ def test_a_full_group_check_marks_every_row_with_a_contact(world: World) -> None
     assert world.rows()[without]["sync_status"] == "ok"
 
 
-def test_the_group_snapshot_holds_the_newest_history_per_group(world: World) -> None:
+def test_a_decided_row_holds_its_contacts_newest_history_per_group(world: World) -> None:
     ada = world.contact("Ada", "a@example.org")
     world.history(ada, ADDED, T0)
     world.history(ada, REMOVED, T0 + timedelta(hours=1))
     world.history(ada, ADDED, T0 + timedelta(hours=2), group=world.interest_groups[0])
-    row = world.row("a@example.org", "subscribed", ada, sync_status="todo")
+    row = world.row("a@example.org", "unsubscribed", ada, sync_status="todo")
 
-    stages.check_for_group_changes(world.conn, world.sc, since=T0 + timedelta(days=1))
+    chunk.reconcile_chunk(world.conn, world.sc, row, row, T0 + timedelta(days=1))
 
     assert world.rows()[row]["civicrm_groups"] == {
         str(world.group): {"status": "Removed", "date": "2026-01-01T13:00:00.000000+00:00"},
@@ -336,18 +336,32 @@ def test_the_group_snapshot_holds_the_newest_history_per_group(world: World) -> 
             "date": "2026-01-01T14:00:00.000000+00:00",
         },
     }
-    run_twice(world, lambda: stages.check_for_group_changes(world.conn, world.sc, since=T0))
 
 
-def test_a_snapshot_taken_by_a_full_check_is_not_news_to_an_incremental_one(world: World) -> None:
+def test_a_decided_row_holds_the_change_its_chunk_made(world: World) -> None:
     ada = world.contact("Ada", "a@example.org")
-    world.history(ada, ADDED, T0)
-    world.history(ada, ADDED, T0 + timedelta(hours=2), group=world.interest_groups[0])
-    row = world.row("a@example.org", "subscribed", ada)
-    stages.check_for_group_changes(world.conn, world.sc, since=None)
+    row = world.row("a@example.org", "subscribed", ada, at=T0, sync_status="todo")
+    duplicate = world.row(contact_id=ada)
+    decided_at = T0 + timedelta(days=1, microseconds=123)
+
+    chunk.reconcile_chunk(world.conn, world.sc, row, row, decided_at)
+
+    added = {str(world.group): {"status": "Added", "date": "2026-01-02T12:00:00.000123+00:00"}}
+    assert world.rows()[row]["civicrm_groups"] == added
+    assert world.rows()[duplicate]["civicrm_groups"] == added  # the contact's other row too
+
+
+def test_the_snapshot_a_chunk_writes_is_the_one_the_group_check_compares(world: World) -> None:
+    ada = world.contact("Ada", "a@example.org")
+    odd = datetime(2026, 3, 4, 5, 6, 7, 890_123, tzinfo=timezone(timedelta(hours=-5)))
+    world.history(ada, ADDED, odd)
+    world.history(ada, REMOVED, odd, group=world.interest_groups[0])
+    row = world.row("a@example.org", "subscribed", ada, at=T0, sync_status="todo")
+    world.conn.execute(sa.text("SET TIME ZONE 'Asia/Kathmandu'"))
+    chunk.reconcile_chunk(world.conn, world.sc, row, row, odd + timedelta(days=1))
     cache_sql.set_sync_statuses(world.conn, [cache_sql.RowStatus(row, SyncStatus.OK)])
 
-    report = stages.check_for_group_changes(world.conn, world.sc, since=T0 - timedelta(days=1))
+    report = stages.check_for_group_changes(world.conn, world.sc, since=odd - timedelta(days=1))
 
     assert report.counts["marked_todo"] == 0
 
