@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TextIO
 
@@ -73,7 +73,6 @@ def _run_embedded(settings: Settings, request: SyncRequest, follow: _Follow) -> 
 class _Before:
     started_at: datetime
     marks: dict[str, tuple[str | None, datetime | None, str | None]]
-    todo_peak: dict[str, int] = field(default_factory=dict)
 
 
 def _mark(conn: sa.Connection, list_id: str) -> tuple[str | None, datetime | None, str | None]:
@@ -129,22 +128,21 @@ def _look(conn: sa.Connection, list_id: str, before: _Before) -> tuple[str, bool
     if now is None:
         return "waiting for the run to start", False
     moved = _mark(conn, list_id) != before.marks[list_id]
-    peak = before.todo_peak[list_id] = max(before.todo_peak.get(list_id, 0), now.todo)
-    line = f"{now.stage:<38} " + _stage_bar(now, peak)
+    line = f"{now.stage:<38} {_stage_bar(now)}".rstrip()
     if now.parked_reason:
         line += f"  (parked: {now.parked_reason})"
     return line, moved and (now.parked_reason is not None or now.settled)
 
 
-def _stage_bar(now: stats.Progress, todo_peak: int) -> str:
-    """A bar for the work of the stage at hand."""
+def _stage_bar(now: stats.Progress) -> str:
+    """A bar for the work of the stage at hand (the CRM stages are single statements)."""
     if now.stage == "readyToFetch" and now.active:
         return _bar(now.pages_fetched, now.pages_total, "pages")
     if now.stage == "readyToReconcileQueue":
-        return _bar(todo_peak - now.todo, todo_peak, "rows decided")
+        return _bar(now.rows_decided, now.rows_planned, "rows decided")
     if now.unsubmitted or now.batches_open:
         return f"{now.unsubmitted} updates to submit, {now.batches_open} batches at Mailchimp"
-    return f"{now.todo} rows todo"
+    return ""
 
 
 def _bar(done: int, total: int, what: str, width: int = 24) -> str:

@@ -414,10 +414,11 @@ def mark_all_contacts_todo(conn: sa.Connection, list_id: str) -> int:
 # --- readyToReconcileQueue -------------------------------------------------------------
 
 
-def chunk_ranges(conn: sa.Connection, list_id: str, chunk_size: int) -> list[tuple[int, int]]:
-    """Id ranges ``(first, last)`` covering the audience's ``todo`` rows, ``chunk_size`` each."""
+def chunk_ranges(conn: sa.Connection, list_id: str, chunk_size: int) -> list[tuple[int, int, int]]:
+    """Id ranges ``(first, last, rows)`` covering the audience's ``todo`` rows, ``chunk_size``
+    rows each."""
     params = {"list_id": list_id, "size": chunk_size}
-    return [(int(a), int(b)) for a, b in conn.execute(_CHUNK_RANGES, params)]
+    return [(int(a), int(b), int(n)) for a, b, n in conn.execute(_CHUNK_RANGES, params)]
 
 
 def claim_todo_rows(
@@ -692,7 +693,7 @@ _MARK_ALL_CONTACTS = sa.text("""
       AND sync_status <> 'todo'
 """)
 _CHUNK_RANGES = sa.text("""
-    SELECT min(id), max(id) FROM (
+    SELECT min(id), max(id), count(*) FROM (
         SELECT id, (row_number() OVER (ORDER BY id) - 1) / :size AS bucket
         FROM civicrm_mailchimpsync_cache
         WHERE mailchimp_list_id = :list_id AND sync_status = 'todo'

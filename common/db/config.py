@@ -16,6 +16,7 @@ from common.db.schema import (
     fetch_page,
     group,
     interest_map,
+    reconcile_chunk,
     status,
     webhook_event,
     webhook_secret,
@@ -297,7 +298,7 @@ def _replace_interests(
 
 def forget_audiences(conn: sa.Connection, list_ids: Sequence[str]) -> None:
     """Delete everything our tables hold about these audiences: cache rows (and their
-    updates), batches, the status row, fetch pages and webhook events."""
+    updates), batches, the status row, fetch pages, reconcile chunks and webhook events."""
     if not list_ids:
         return
     # Wait for a stage working on the audience to commit, so it cannot write after us.
@@ -305,6 +306,7 @@ def forget_audiences(conn: sa.Connection, list_ids: Sequence[str]) -> None:
     conn.execute(sa.delete(cache).where(cache.c.mailchimp_list_id.in_(list_ids)))
     conn.execute(sa.delete(batch).where(batch.c.mailchimp_list_id.in_(list_ids)))
     conn.execute(sa.delete(fetch_page).where(fetch_page.c.list_id.in_(list_ids)))
+    conn.execute(sa.delete(reconcile_chunk).where(reconcile_chunk.c.list_id.in_(list_ids)))
     conn.execute(sa.delete(webhook_event).where(webhook_event.c.mailchimp_list_id.in_(list_ids)))
     conn.execute(sa.delete(status).where(status.c.list_id.in_(list_ids)))
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from common.db.schema import fetch_page, status
+from common.db.schema import fetch_page, reconcile_chunk, status
 from common.runs import RunLimits, fetch_since, parse_stop_on
 from common.settings import Settings
 from common.vocabulary import Stage
@@ -216,6 +216,7 @@ def reset(conn: sa.Connection, list_id: str, now: datetime, why: str = "force_re
     """Forget the run's tracking state (``force_restart``, ``abortsync``): running work is
     not stopped by it."""
     conn.execute(sa.delete(fetch_page).where(fetch_page.c.list_id == list_id))
+    forget_chunks(conn, list_id)
     log(conn, list_id, f"tracking state reset ({why})", now)
     return _set(
         conn,
@@ -328,3 +329,44 @@ def forget_pages(conn: sa.Connection, list_id: str, keep_run: str | None = None)
     if keep_run is not None:
         query = query.where(fetch_page.c.run_id != keep_run)
     conn.execute(query)
+
+
+# --- reconcile chunks ----------------------------------------------------------------------
+
+
+class PlannedChunk(NamedTuple):
+    """Ids ``first_id``..``last_id`` (inclusive) of the queue, holding ``row_count`` todo rows."""
+
+    first_id: int
+    last_id: int
+    row_count: int
+
+
+def plan_chunks(
+    conn: sa.Connection, list_id: str, run_id: str, chunks: Sequence[PlannedChunk]
+) -> None:
+    """Record the run's chunks, forgetting the audience's earlier plans."""
+    forget_chunks(conn, list_id)
+    rows = [{"list_id": list_id, "run_id": run_id, **chunk._asdict()} for chunk in chunks]
+    if rows:
+        conn.execute(pg_insert(reconcile_chunk), rows)
+
+
+def chunk_decided(
+    conn: sa.Connection, list_id: str, run_id: str, first_id: int, now: datetime
+) -> None:
+    """Note a chunk as decided (a redelivered chunk keeps its first time)."""
+    conn.execute(
+        sa.update(reconcile_chunk)
+        .where(
+            reconcile_chunk.c.list_id == list_id,
+            reconcile_chunk.c.run_id == run_id,
+            reconcile_chunk.c.first_id == first_id,
+            reconcile_chunk.c.decided_at.is_(None),
+        )
+        .values(decided_at=now)
+    )
+
+
+def forget_chunks(conn: sa.Connection, list_id: str) -> None:
+    conn.execute(sa.delete(reconcile_chunk).where(reconcile_chunk.c.list_id == list_id))

@@ -156,6 +156,19 @@ fetch_page = Table(
     Column("member_count", Integer),
 )
 
+# The chunks of one run's reconcile queue: planned with their row counts, marked when decided
+# (in the chunk's transaction), so a run's progress needs no count of the audience's rows.
+reconcile_chunk = Table(
+    "mailchimpsync_reconcile_chunk",
+    metadata,
+    Column("list_id", String(32), primary_key=True),
+    Column("run_id", String(36), primary_key=True),
+    Column("first_id", BigInteger, primary_key=True),
+    Column("last_id", BigInteger, nullable=False),
+    Column("row_count", Integer, nullable=False),
+    Column("decided_at", DateTime(timezone=True)),
+)
+
 # Audience webhook events, stored before Mailchimp's request is answered; ``published_at`` says
 # the reconciler was told (a relay retries the rest), ``processed_at`` that it acted on it.
 webhook_event = Table(

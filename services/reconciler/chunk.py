@@ -17,7 +17,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from common.db import cache, crm, updates
+from common.db import cache, crm, runs, updates
 from common.db.config import SyncConnection
 from common.vocabulary import SyncStatus
 from services.reconciler.decide import (
@@ -65,10 +65,12 @@ class _Gathered:
     newest_history: Mapping[int, crm.HistoryEntry] = field(default_factory=dict)
 
 
-def plan_chunks(conn: sa.Connection, list_id: str, chunk_size: int = 1000) -> list[tuple[int, int]]:
-    """Id ranges ``(first, last)``, inclusive, covering the audience's ``todo`` rows with at
-    most ``chunk_size`` rows each (keyset: every ``chunk_size``-th id). One query."""
-    return cache.chunk_ranges(conn, list_id, chunk_size)
+def plan_chunks(
+    conn: sa.Connection, list_id: str, chunk_size: int = 1000
+) -> list[runs.PlannedChunk]:
+    """Id ranges, inclusive, covering the audience's ``todo`` rows with at most
+    ``chunk_size`` rows each (keyset: every ``chunk_size``-th id). One query."""
+    return [runs.PlannedChunk(*r) for r in cache.chunk_ranges(conn, list_id, chunk_size)]
 
 
 def any_todo(conn: sa.Connection, list_id: str) -> bool:

@@ -82,13 +82,16 @@ def _plan_queue(
     conn: sa.Connection, connection: SyncConnection, state: RunState, now: datetime
 ) -> list[Message]:
     assert state.run_id is not None
-    ranges = chunk.plan_chunks(conn, state.list_id, CHUNK_SIZE)
-    runs.log(conn, state.list_id, f"{QUEUE}: {len(ranges)} chunks to decide", now)
-    if not ranges:
+    planned = chunk.plan_chunks(conn, state.list_id, CHUNK_SIZE)
+    runs.plan_chunks(conn, state.list_id, state.run_id, planned)
+    runs.log(conn, state.list_id, f"{QUEUE}: {len(planned)} chunks to decide", now)
+    if not planned:
         return after_stage(conn, state, QUEUE, connection.data_sync, now)
     return [
-        ReconcileChunk(list_id=state.list_id, run_id=state.run_id, first_id=first, last_id=last)
-        for first, last in ranges
+        ReconcileChunk(
+            list_id=state.list_id, run_id=state.run_id, first_id=c.first_id, last_id=c.last_id
+        )
+        for c in planned
     ]
 
 
@@ -102,6 +105,7 @@ def reconcile_chunk(deps: Deps, message: ReconcileChunk) -> list[Message]:
         if not runs.share(conn, message.list_id, message.run_id, QUEUE):
             return []
         chunk.reconcile_chunk(conn, connection, message.first_id, message.last_id, deps.clock())
+        runs.chunk_decided(conn, message.list_id, message.run_id, message.first_id, deps.clock())
     # Not inside the chunk's transaction: that one shares the status row with other chunks.
     with deps.engine.begin() as conn:
         runs.heartbeat(conn, message.list_id, message.run_id, deps.clock())

@@ -90,7 +90,7 @@ def test_time_every_stage_on_100000_rows(db: sa.Connection) -> None:
 
     def reconcile() -> dict[str, int]:
         totals: dict[str, int] = {}
-        for first, last in chunk.plan_chunks(db, LIST_ID, 1000):
+        for first, last, _ in chunk.plan_chunks(db, LIST_ID, 1000):
             for key, n in chunk.reconcile_chunk(
                 db, sc, first, last, T0 + timedelta(days=1)
             ).counts.items():

@@ -38,7 +38,7 @@ def sync_history(w: World) -> list[tuple[Any, ...]]:
 
 def reconcile_all(w: World, size: int = 1000) -> dict[str, int]:
     totals: dict[str, int] = {}
-    for first, last in chunk.plan_chunks(w.conn, LIST_ID, size):
+    for first, last, _ in chunk.plan_chunks(w.conn, LIST_ID, size):
         for key, n in chunk.reconcile_chunk(w.conn, w.sc, first, last, NOW).counts.items():
             totals[key] = totals.get(key, 0) + n
     return totals
@@ -193,7 +193,7 @@ def test_plan_chunks_covers_the_todo_rows_in_ranges_of_chunk_size(world: World) 
 
     ranges = chunk.plan_chunks(world.conn, LIST_ID, 3)
 
-    assert ranges == [(ids[0], ids[2]), (ids[3], ids[5]), (ids[6], ids[6])]
+    assert ranges == [(ids[0], ids[2], 3), (ids[3], ids[5], 3), (ids[6], ids[6], 1)]
 
 
 # --- SKIP LOCKED ------------------------------------------------------------------------
@@ -214,7 +214,7 @@ def test_an_overlapping_range_skips_rows_another_transaction_is_deciding(
     committed_world: World, clean_tables: sa.Engine
 ) -> None:
     with clean_tables.connect() as one, clean_tables.connect() as two:
-        first, last = chunk.plan_chunks(one, LIST_ID, 1000)[0]
+        first, last, _ = chunk.plan_chunks(one, LIST_ID, 1000)[0]
         middle = first + (last - first) // 2
         a = chunk.reconcile_chunk(one, committed_world.sc, first, middle, NOW)
         b = chunk.reconcile_chunk(two, committed_world.sc, first, last, NOW)
@@ -239,7 +239,7 @@ def test_two_workers_reconciling_the_same_ranges_never_decide_a_row_twice(
     def worker() -> None:
         with clean_tables.connect() as conn:
             barrier.wait()
-            for first, last in ranges:
+            for first, last, _ in ranges:
                 claimed.append(
                     chunk.reconcile_chunk(conn, committed_world.sc, first, last, NOW).claimed
                 )
@@ -301,7 +301,7 @@ def test_a_chunk_of_1000_rows_runs_a_bounded_number_of_statements(
     world: World, statements: list[str]
 ) -> None:
     mixed_rows(world, 1000)
-    ((first, last),) = chunk.plan_chunks(world.conn, LIST_ID, 1000)
+    ((first, last, _),) = chunk.plan_chunks(world.conn, LIST_ID, 1000)
     statements.clear()
 
     report = chunk.reconcile_chunk(world.conn, world.sc, first, last, NOW)

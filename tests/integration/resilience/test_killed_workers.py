@@ -42,7 +42,7 @@ from resilience_support import (
 )
 
 from common.broker import build_broker, send
-from common.db import stats
+from common.db import cache, stats
 from common.db.runs import STALE_AFTER
 from common.limits import lease_key
 from common.messages import CheckBatches
@@ -147,7 +147,7 @@ def _mid_run(killed_at: list[str]) -> int:
 def _settled(engine: sa.Engine, list_id: str) -> bool:
     with engine.connect() as conn:
         now = stats.progress(conn, list_id)
-    return now is not None and now.settled and now.todo == 0
+        return now is not None and now.settled and not cache.any_todo(conn, list_id)
 
 
 def _slow_down(world: World) -> None:

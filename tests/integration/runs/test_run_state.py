@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from common.db import runs
+from common.db import runs, stats
 from common.db.runs import RunParams
 from common.vocabulary import Stage
 
@@ -82,6 +82,21 @@ def test_a_page_is_marked_fetched_only_once(db: sa.Connection) -> None:
     assert runs.mark_fetched(db, LIST, "run-1", 1000, 1000, NOW)
     assert not runs.mark_fetched(db, LIST, "run-1", 1000, 1000, NOW)
     assert runs.pages_of(db, LIST, "run-1", fetched=False) == [0, 2000]
+
+
+def test_progress_counts_the_rows_of_the_runs_decided_chunks(db: sa.Connection) -> None:
+    run_id = runs.start(db, runs.lock(db, LIST), RunParams(), False, NOW).run_id
+    assert run_id is not None
+    runs.plan_chunks(db, LIST, "an-earlier-run", [runs.PlannedChunk(1, 9, 9)])
+    chunks = [runs.PlannedChunk(1, 1000, 1000), runs.PlannedChunk(1001, 1500, 321)]
+    runs.plan_chunks(db, LIST, run_id, chunks)
+
+    runs.chunk_decided(db, LIST, run_id, 1001, NOW)
+    runs.chunk_decided(db, LIST, run_id, 1001, NOW)  # a redelivered chunk
+
+    progress = stats.progress(db, LIST)
+    assert progress is not None
+    assert (progress.rows_decided, progress.rows_planned) == (321, 1321)
 
 
 def test_a_heartbeat_does_not_wait_for_units_in_flight_but_moving_the_run_on_does(

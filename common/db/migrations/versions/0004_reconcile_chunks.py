@@ -1,0 +1,38 @@
+"""The chunks of a run's reconcile queue, with their row counts and when each was decided:
+the run's progress without counting the audience's ``todo`` rows.
+
+Revision ID: 0004_reconcile_chunks
+Revises: 0003_webhook_inbox
+Create Date: 2026-11-23
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0004_reconcile_chunks"
+down_revision: str | Sequence[str] | None = "0003_webhook_inbox"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+CHUNKS = "mailchimpsync_reconcile_chunk"
+
+
+def upgrade() -> None:
+    op.create_table(
+        CHUNKS,
+        sa.Column("list_id", sa.String(32), nullable=False),
+        sa.Column("run_id", sa.String(36), nullable=False),
+        sa.Column("first_id", sa.BigInteger(), nullable=False),
+        sa.Column("last_id", sa.BigInteger(), nullable=False),
+        sa.Column("row_count", sa.Integer(), nullable=False),
+        sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("list_id", "run_id", "first_id", name=op.f(f"pk_{CHUNKS}")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table(CHUNKS)
