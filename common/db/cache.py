@@ -31,7 +31,6 @@ __all__ = [
     "PluginSource",
     "RowStatus",
     "add_crm_only_rows",
-    "any_todo",
     "chunk_ranges",
     "claim_todo_rows",
     "clear_missing_contacts",
@@ -240,12 +239,6 @@ def refresh_statistics(conn: sa.Connection) -> None:
     """ANALYZE the cache: a big fetch changes it faster than autovacuum notices, and the
     stages' joins planned on stale statistics go nested-loop."""
     conn.execute(sa.text("ANALYZE civicrm_mailchimpsync_cache"))
-
-
-def any_todo(conn: sa.Connection, list_id: str) -> bool:
-    """Whether the audience has a ``todo`` row: one index probe, where counting them all
-    after every chunk of a big queue cost more than the chunk's own statements."""
-    return bool(conn.execute(_ANY_TODO, {"list_id": list_id}).scalar_one())
 
 
 def status_counts(conn: sa.Connection, list_id: str) -> dict[SyncStatus, int]:
@@ -518,10 +511,6 @@ _MOVE_ROW = sa.text("""
 """)
 _DELETE_ROWS = sa.text("""
     DELETE FROM civicrm_mailchimpsync_cache WHERE id = ANY(CAST(:ids AS bigint[]))
-""")
-_ANY_TODO = sa.text("""
-    SELECT EXISTS (SELECT 1 FROM civicrm_mailchimpsync_cache
-                   WHERE mailchimp_list_id = :list_id AND sync_status = 'todo')
 """)
 _STATUS_COUNTS = sa.text("""
     SELECT sync_status, count(*) FROM civicrm_mailchimpsync_cache

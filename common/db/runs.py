@@ -352,11 +352,13 @@ def plan_chunks(
         conn.execute(pg_insert(reconcile_chunk), rows)
 
 
-def chunk_decided(
+def take_chunk(
     conn: sa.Connection, list_id: str, run_id: str, first_id: int, now: datetime
-) -> None:
-    """Note a chunk as decided (a redelivered chunk keeps its first time)."""
-    conn.execute(
+) -> bool:
+    """Mark a planned chunk decided in the caller's transaction, which then decides it; False
+    when it is not the run's or already decided. A redelivered copy of a chunk in flight waits
+    here for the first to commit, then finds it decided."""
+    taken = conn.execute(
         sa.update(reconcile_chunk)
         .where(
             reconcile_chunk.c.list_id == list_id,
@@ -366,6 +368,17 @@ def chunk_decided(
         )
         .values(decided_at=now)
     )
+    return taken.rowcount == 1
+
+
+def chunks_left(conn: sa.Connection, list_id: str, run_id: str) -> int:
+    """The run's chunks not decided yet."""
+    query = sa.select(sa.func.count()).where(
+        reconcile_chunk.c.list_id == list_id,
+        reconcile_chunk.c.run_id == run_id,
+        reconcile_chunk.c.decided_at.is_(None),
+    )
+    return int(conn.execute(query).scalar_one())
 
 
 def forget_chunks(conn: sa.Connection, list_id: str) -> None:

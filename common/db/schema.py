@@ -44,6 +44,11 @@ def _now() -> Column[object]:
 
 # --- the sync's own tables (seed: table reference) ---------------------------------------
 
+CACHE_FILLFACTOR = 60
+
+# sync_status is deliberately not indexed and pages keep room (fillfactor): deciding a row
+# (status and snapshot) then updates it in place (HOT) instead of writing an entry in every
+# index; a run tracks its queue by chunks (reconcile_chunk), not by an index of todo rows.
 cache = Table(
     "civicrm_mailchimpsync_cache",
     metadata,
@@ -67,7 +72,6 @@ cache = Table(
         name="mailchimp_status_valid",
     ),
     UniqueConstraint("mailchimp_list_id", "mailchimp_member_id"),
-    Index(None, "mailchimp_list_id", "sync_status", "id"),
     Index(None, "mailchimp_list_id", "civicrm_contact_id"),
     Index(None, "civicrm_contact_id"),
     Index(
@@ -75,6 +79,7 @@ cache = Table(
         "mailchimp_list_id",
         func.lower(text("mailchimp_email")),
     ),
+    postgresql_with={"fillfactor": CACHE_FILLFACTOR},
 )
 
 batch = Table(

@@ -73,11 +73,6 @@ def plan_chunks(
     return [runs.PlannedChunk(*r) for r in cache.chunk_ranges(conn, list_id, chunk_size)]
 
 
-def any_todo(conn: sa.Connection, list_id: str) -> bool:
-    """Whether any of the audience's rows is still ``todo``."""
-    return cache.any_todo(conn, list_id)
-
-
 def reconcile_chunk(
     conn: sa.Connection, sc: SyncConnection, first_id: int, last_id: int, now: datetime
 ) -> ChunkReport:

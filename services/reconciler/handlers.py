@@ -3,8 +3,9 @@
 ``run_crm_stages`` runs stages 2..7 one transaction each, holding the audience's status row
 so no other worker runs a stage of the same audience meanwhile, and then splits the queue of
 ``todo`` rows into chunks. ``reconcile_chunk`` decides one chunk; several reconciler
-processes share a big audience's chunks. The chunk that leaves no ``todo`` row moves the run
-on. A message whose run or stage is no longer current finds nothing to do.
+processes share a big audience's chunks, each taken once (``runs.take_chunk``). The last
+chunk to be decided moves the run on: rows marked ``todo`` meanwhile outside the chunks are
+left to the next run. A message whose run or stage is no longer current finds nothing to do.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def _plan_queue(
 
 
 def reconcile_chunk(deps: Deps, message: ReconcileChunk) -> list[Message]:
-    """Decide one chunk; the chunk that leaves no ``todo`` row moves the run on."""
+    """Decide one chunk, once; the run's last chunk to be decided moves the run on."""
     unit = unit_of_stage(deps.engine, message.list_id, message.run_id, QUEUE, deps.clock)
     if unit is None:
         return []
@@ -104,8 +105,11 @@ def reconcile_chunk(deps: Deps, message: ReconcileChunk) -> list[Message]:
     with deps.engine.begin() as conn:
         if not runs.share(conn, message.list_id, message.run_id, QUEUE):
             return []
+        if not runs.take_chunk(
+            conn, message.list_id, message.run_id, message.first_id, deps.clock()
+        ):
+            return []
         chunk.reconcile_chunk(conn, connection, message.first_id, message.last_id, deps.clock())
-        runs.chunk_decided(conn, message.list_id, message.run_id, message.first_id, deps.clock())
     # Not inside the chunk's transaction: that one shares the status row with other chunks.
     with deps.engine.begin() as conn:
         runs.heartbeat(conn, message.list_id, message.run_id, deps.clock())
@@ -116,10 +120,10 @@ def _finish_queue_if_done(
     deps: Deps, connection: SyncConnection, message: ReconcileChunk
 ) -> list[Message]:
     with deps.engine.begin() as conn:
-        if chunk.any_todo(conn, message.list_id):
+        if runs.chunks_left(conn, message.list_id, message.run_id):
             return []
         state = runs.lock(conn, message.list_id)
-        if not state.current(message.run_id, QUEUE) or chunk.any_todo(conn, state.list_id):
+        if not state.current(message.run_id, QUEUE):
             return []
         runs.log(conn, state.list_id, f"{QUEUE}: every row decided", deps.clock())
         return after_stage(conn, state, QUEUE, connection.data_sync, deps.clock())

@@ -18,12 +18,16 @@ pytestmark = pytest.mark.integration
 
 SCRATCH = "mcsync_migrations_check"
 
-# Autogenerate ignores CHECK constraints and index predicates, so compare the catalog too.
+# Autogenerate ignores CHECK constraints, index predicates and storage parameters, so compare
+# the catalog too.
 CATALOG = sa.text("""
     SELECT 'constraint', conrelid::regclass::text, conname, pg_get_constraintdef(oid)
     FROM pg_constraint WHERE connamespace = 'public'::regnamespace
     UNION ALL
     SELECT 'index', tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'
+    UNION ALL
+    SELECT 'storage', relname::text, array_to_string(reloptions, ','), ''
+    FROM pg_class WHERE relnamespace = 'public'::regnamespace AND reloptions IS NOT NULL
     UNION ALL
     SELECT 'column', table_name, column_name,
            concat_ws(' ', data_type, character_maximum_length, is_nullable, column_default)

@@ -58,11 +58,10 @@ def test_a_thousand_fetched_members_are_written_in_one_statement(
     assert len(statements) == 1
 
 
-def test_any_todo_and_status_counts(world: World) -> None:
+def test_status_counts(world: World) -> None:
     world.row("a@example.org", "subscribed", sync_status="todo")
     world.row("b@example.org", "subscribed", sync_status="fail")
 
-    assert cache.any_todo(world.conn, LIST_ID)
     counts = cache.status_counts(world.conn, LIST_ID)
     assert counts[SyncStatus.TODO] == counts[SyncStatus.FAIL] == 1
     assert counts[SyncStatus.OK] == 0

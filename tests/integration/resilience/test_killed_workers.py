@@ -47,6 +47,7 @@ from common.db.runs import STALE_AFTER
 from common.limits import lease_key
 from common.messages import CheckBatches
 from common.settings import Settings
+from common.vocabulary import SyncStatus
 from mcsync.sync import SyncRequest
 from services.submitter.handlers import POSTING_GRACE
 from sim.mailchimp.simulator import Fault
@@ -147,7 +148,11 @@ def _mid_run(killed_at: list[str]) -> int:
 def _settled(engine: sa.Engine, list_id: str) -> bool:
     with engine.connect() as conn:
         now = stats.progress(conn, list_id)
-        return now is not None and now.settled and not cache.any_todo(conn, list_id)
+        return (
+            now is not None
+            and now.settled
+            and cache.status_counts(conn, list_id)[SyncStatus.TODO] == 0
+        )
 
 
 def _slow_down(world: World) -> None:

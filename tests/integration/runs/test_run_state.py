@@ -91,12 +91,13 @@ def test_progress_counts_the_rows_of_the_runs_decided_chunks(db: sa.Connection) 
     chunks = [runs.PlannedChunk(1, 1000, 1000), runs.PlannedChunk(1001, 1500, 321)]
     runs.plan_chunks(db, LIST, run_id, chunks)
 
-    runs.chunk_decided(db, LIST, run_id, 1001, NOW)
-    runs.chunk_decided(db, LIST, run_id, 1001, NOW)  # a redelivered chunk
+    assert runs.take_chunk(db, LIST, run_id, 1001, NOW)
+    assert not runs.take_chunk(db, LIST, run_id, 1001, NOW)  # a redelivered chunk
 
     progress = stats.progress(db, LIST)
     assert progress is not None
     assert (progress.rows_decided, progress.rows_planned) == (321, 1321)
+    assert runs.chunks_left(db, LIST, run_id) == 1
 
 
 def test_a_heartbeat_does_not_wait_for_units_in_flight_but_moving_the_run_on_does(
