@@ -420,7 +420,7 @@ def claim_todo_rows(
     """Lock the ``todo`` rows with ids in ``[first_id, last_id]``, skipping rows another
     transaction holds (``FOR UPDATE SKIP LOCKED``), so no row is decided twice at once."""
     params = {"list_id": list_id, "first": first_id, "last": last_id}
-    return [ClaimedRow(*row) for row in conn.execute(_CLAIM_TODO, params)]
+    return [ClaimedRow(*row) for row in conn.execute(_CLAIM_TODO, params).all()]
 
 
 def group_snapshot(newest: Mapping[int, HistoryEntry]) -> Snapshot:
@@ -429,9 +429,13 @@ def group_snapshot(newest: Mapping[int, HistoryEntry]) -> Snapshot:
     if not newest:
         return None
     return {
-        str(group): {"status": entry.status, "date": entry.date.astimezone(UTC).strftime(_ISO_UTC)}
+        str(group): {"status": entry.status, "date": _iso_utc(entry.date)}
         for group, entry in newest.items()
     }
+
+
+def _iso_utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def set_decided(conn: sa.Connection, rows: Sequence[DecidedRow]) -> int:
@@ -645,8 +649,7 @@ _ADD_CRM_ONLY = sa.text("""
 
 # A civicrm_groups snapshot from rows ``n`` of newest history (group_id, status, date).
 # Dates are rendered in UTC whatever the session's TimeZone, so the snapshot is stable;
-# group_snapshot renders the same from Python (_ISO_UTC).
-_ISO_UTC = "%Y-%m-%dT%H:%M:%S.%f+00:00"
+# group_snapshot renders the same from Python (_iso_utc).
 _SNAPSHOT_JSON = """jsonb_object_agg(n.group_id::text, jsonb_build_object(
     'status', n.status,
     'date', to_char(n.date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')))"""

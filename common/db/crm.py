@@ -254,7 +254,7 @@ def contact_group_facts(
             best_email=row.best_email,
             held_emails=frozenset(row.held),
         )
-        for row in conn.execute(_CONTACT_GROUP_FACTS, params)
+        for row in conn.execute(_CONTACT_GROUP_FACTS, params).all()
     }
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import orjson
 import sqlalchemy as sa
+from psycopg.types.json import set_json_loads
 
 from common.embedded import embedded_postgres_url, to_sqlalchemy_url
 from common.settings import Settings
@@ -29,7 +31,7 @@ def create_engine(url: str) -> sa.Engine:
     Workers are processes with few threads each, so a small pool is enough; ``pool_pre_ping``
     survives a restarted server and ``pool_recycle`` idle connections cut by a proxy.
     """
-    return sa.create_engine(
+    engine = sa.create_engine(
         to_sqlalchemy_url(url),
         pool_size=POOL_SIZE,
         max_overflow=MAX_OVERFLOW,
@@ -37,3 +39,11 @@ def create_engine(url: str) -> sa.Engine:
         pool_recycle=POOL_RECYCLE_SECONDS,
         connect_args={"options": SESSION_OPTIONS},
     )
+    sa.event.listen(engine, "connect", _parse_json_with_orjson)
+    return engine
+
+
+def _parse_json_with_orjson(dbapi_connection: object, _record: object) -> None:
+    """jsonb results parsed by orjson: a chunk reads a thousand members' data, and the
+    standard library's parser was a tenth of the reconciler's time."""
+    set_json_loads(orjson.loads, dbapi_connection)  # type: ignore[arg-type]
