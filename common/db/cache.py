@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -434,8 +434,13 @@ def group_snapshot(newest: Mapping[int, HistoryEntry]) -> Snapshot:
     }
 
 
+_ZERO = timedelta(0)
+
+
 def _iso_utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    if moment.utcoffset() != _ZERO:  # the session's dates are UTC already: skip converting
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="microseconds")
 
 
 def set_decided(conn: sa.Connection, rows: Sequence[DecidedRow]) -> int:
