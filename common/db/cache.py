@@ -193,7 +193,12 @@ def load_mailchimp_data(
     ids = list(member_ids)
     if not ids:
         return {}
-    result = conn.execute(_LOAD_MAILCHIMP_DATA, {"list_id": list_id, "ids": ids})
+    # A first fetch fills a table whose statistics still say "empty" (nothing analyzes it
+    # until the fetch ends): the planner then scans the whole audience for every page,
+    # quadratic in its size. A lookup by the unique key always wants the index.
+    conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
+    result = conn.execute(_LOAD_MAILCHIMP_DATA, {"list_id": list_id, "ids": ids}).all()
+    conn.execute(sa.text("SET LOCAL enable_seqscan = on"))
     return {str(member_id): data for member_id, data in result}
 
 
@@ -494,9 +499,12 @@ _UPSERT_FETCHED = sa.text("""
        OR c.mailchimp_updated IS DISTINCT FROM EXCLUDED.mailchimp_updated
        OR c.mailchimp_data IS DISTINCT FROM EXCLUDED.mailchimp_data
 """)
+# One probe of the unique index per member id (with seq scans off, see load_mailchimp_data).
 _LOAD_MAILCHIMP_DATA = sa.text("""
-    SELECT mailchimp_member_id, mailchimp_data FROM civicrm_mailchimpsync_cache
-    WHERE mailchimp_list_id = :list_id AND mailchimp_member_id = ANY(CAST(:ids AS text[]))
+    SELECT c.mailchimp_member_id, c.mailchimp_data
+    FROM unnest(CAST(:ids AS text[])) AS k(member_id)
+    JOIN civicrm_mailchimpsync_cache c
+        ON c.mailchimp_list_id = :list_id AND c.mailchimp_member_id = k.member_id
 """)
 # Two index probes (member id, then address), never a scan of the audience.
 _ROW_OF_MEMBER = sa.text("""
