@@ -3,12 +3,11 @@
 Run with ``make bench`` (or ``pytest -m slow -s tests/benchmarks/test_sync_benchmark.py``).
 Sizes come from MCSYNC_BENCH_SIZES (default ``100000``; e.g. ``100000,1000000``). Each size
 gets its own database, a simulator process, a worker process per service (two for the
-reconciler) and ``mcsync serve`` with the account's batch webhook registered (as in
-production: results are processed when Mailchimp says a batch finished, not when the poller
-next looks); it prints
-the time per stage, rows/s, Mailchimp requests by kind, peak RSS per process, and a floor
-measured in the same run: paging every member out of the simulator and COPYing it into
-Postgres, which no sync can beat.
+fetcher and the reconciler) and ``mcsync serve`` with the account's batch webhook registered
+(as in production: results are processed when Mailchimp says a batch finished, not when the
+poller next looks); it prints the time per stage, rows/s, Mailchimp requests by kind, peak
+RSS per process, and a floor measured in the same run: paging every member out of the
+simulator and COPYing it into Postgres, which no sync can beat.
 """
 
 from __future__ import annotations
@@ -236,9 +235,11 @@ def _bench(size: int, port: int) -> Figures:
         }
         mcsync = str(ROOT / ".venv" / "bin" / "mcsync")
         with (
-            _process(mcsync, "worker", "fetcher", "--threads", "8", env=env) as fetcher,
-            # Two reconciler processes: deciding a chunk is Python-bound, so threads of one
-            # process queue for its GIL while the chunks' SQL leaves a core idle.
+            # Two fetchers and two reconcilers: parsing and merging a page, and deciding a
+            # chunk, are Python-bound, so threads of one process queue for its GIL while
+            # their SQL leaves a core idle.
+            _process(mcsync, "worker", "fetcher", "--threads", "4", env=env) as fetcher,
+            _process(mcsync, "worker", "fetcher", "--threads", "4", env=env) as fetcher2,
             _process(mcsync, "worker", "reconciler", "--threads", "2", env=env) as reconciler,
             _process(mcsync, "worker", "reconciler", "--threads", "2", env=env) as reconciler2,
             _process(mcsync, "worker", "submitter", "--threads", "4", env=env) as submitter,
@@ -256,7 +257,7 @@ def _bench(size: int, port: int) -> Figures:
             incremental = time.perf_counter() - clock
             incremental_stages = _stage_times(engine, audience.list_id, started)
             rss = {
-                "fetcher": _peak_rss_mb(fetcher.pid),
+                "fetcher": max(_peak_rss_mb(fetcher.pid), _peak_rss_mb(fetcher2.pid)),
                 "reconciler": max(_peak_rss_mb(reconciler.pid), _peak_rss_mb(reconciler2.pid)),
                 "submitter": _peak_rss_mb(submitter.pid),
                 "simulator": _peak_rss_mb(sim.pid),
