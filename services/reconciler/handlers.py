@@ -105,11 +105,10 @@ def reconcile_chunk(deps: Deps, message: ReconcileChunk) -> list[Message]:
     with deps.engine.begin() as conn:
         if not runs.share(conn, message.list_id, message.run_id, QUEUE):
             return []
-        if not runs.take_chunk(
-            conn, message.list_id, message.run_id, message.first_id, deps.clock()
-        ):
-            return []
-        chunk.reconcile_chunk(conn, connection, message.first_id, message.last_id, deps.clock())
+        # A chunk already taken was decided and committed; its copy only checks whether the
+        # run can move on (the first may have died before it did).
+        if runs.take_chunk(conn, message.list_id, message.run_id, message.first_id, deps.clock()):
+            chunk.reconcile_chunk(conn, connection, message.first_id, message.last_id, deps.clock())
     # Not inside the chunk's transaction: that one shares the status row with other chunks.
     with deps.engine.begin() as conn:
         runs.heartbeat(conn, message.list_id, message.run_id, deps.clock())

@@ -13,7 +13,7 @@ from common.db import cache, runs, stats
 from common.db.runs import RunParams
 from common.messages import ReconcileChunk, RunCrmStages, SubmitUpdates
 from common.vocabulary import Stage, SyncStatus
-from services.reconciler import handlers
+from services.reconciler import chunk, handlers
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +69,23 @@ def test_each_chunk_is_decided_once_and_the_last_moves_the_run_on(
     assert rest[1] == [SubmitUpdates(list_id=LIST_ID, run_id=run_id)]
     assert progress is not None and (progress.rows_decided, progress.rows_planned) == (10, ROWS)
     assert _history_rows(clean_tables) == ROWS  # every contact added to the group once
+
+
+def test_a_chunk_redelivered_after_its_worker_died_still_moves_the_run_on(
+    queued: tuple[World, str], clean_tables: sa.Engine
+) -> None:
+    world, run_id = queued
+    *others, last = _plan(clean_tables, run_id)
+    for message in others:
+        handlers.reconcile_chunk(_deps(clean_tables), message)
+    with clean_tables.begin() as conn:  # the last chunk decided, then its worker killed
+        assert runs.take_chunk(conn, LIST_ID, run_id, last.first_id, NOW)
+        chunk.reconcile_chunk(conn, world.sc, last.first_id, last.last_id, NOW)
+
+    redelivered = handlers.reconcile_chunk(_deps(clean_tables), last)
+
+    assert redelivered == [SubmitUpdates(list_id=LIST_ID, run_id=run_id)]
+    assert _history_rows(clean_tables) == ROWS
 
 
 def test_a_row_marked_todo_after_planning_is_left_to_the_next_run(
