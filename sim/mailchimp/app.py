@@ -141,6 +141,7 @@ def create_app(sim: Simulator) -> FastAPI:
         sim.on_batch_submitted = lambda api_key: None
         runner.stop()
         sim.deliverer.detach()
+        await sim.deliverer.close_client()
 
     app = FastAPI(lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
 

@@ -196,6 +196,12 @@ class Deliverer:
             await asyncio.sleep(self.backoff_seconds * 2**attempt)
         self.delivered.append(delivery)
 
+    async def close_client(self) -> None:
+        """Close the loop's client (its keep-alive connections) before the loop closes."""
+        client, self._client, self._client_loop = self._client, None, None
+        if client is not None:
+            await client.aclose()
+
     def _client_of_running_loop(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
