@@ -558,14 +558,20 @@ _MATCH_BY_EMAIL = _Scoped.of("""
         SELECT DISTINCT lower(e.email) AS em, e.contact_id
         FROM civicrm_email e JOIN civicrm_contact k ON k.id = e.contact_id AND NOT k.is_deleted
         WHERE lower(e.email) IN (SELECT em FROM unmatched)
+    ), counted AS (
+        SELECT o.em, o.contact_id, count(*) OVER (PARTITION BY o.em) AS n_owners FROM owners o
     ), ranked AS (
-        SELECT o.em, o.contact_id, count(*) OVER (PARTITION BY o.em) AS n_owners,
-            EXISTS (SELECT 1 FROM civicrm_group_contact gc
-                    WHERE gc.contact_id = o.contact_id AND gc.group_id = :group_id
-                      AND gc.status = :added) AS added,
-            EXISTS (SELECT 1 FROM civicrm_subscription_history h
-                    WHERE h.contact_id = o.contact_id AND h.group_id = :group_id) AS history
-        FROM owners o
+        -- A sole owner needs no tie-break: CASE probes the group only for shared addresses.
+        SELECT o.em, o.contact_id, o.n_owners,
+            CASE WHEN o.n_owners > 1 THEN EXISTS (
+                SELECT 1 FROM civicrm_group_contact gc
+                WHERE gc.contact_id = o.contact_id AND gc.group_id = :group_id
+                  AND gc.status = :added) ELSE false END AS added,
+            CASE WHEN o.n_owners > 1 THEN EXISTS (
+                SELECT 1 FROM civicrm_subscription_history h
+                WHERE h.contact_id = o.contact_id AND h.group_id = :group_id) ELSE false END
+                AS history
+        FROM counted o
     ), chosen AS (
         SELECT DISTINCT ON (em) em, contact_id,
             CASE WHEN n_owners = 1 THEN 1 WHEN added THEN 2 WHEN history THEN 3 ELSE 4 END
