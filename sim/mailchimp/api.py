@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from sortedcontainers import SortedKeyList
 
 from sim.mailchimp import batches, errors, members, render, rules
 from sim.mailchimp.model import STATUSES, Account, Audience, AudienceWebhook, BatchWebhook, Member
@@ -319,7 +320,7 @@ def _member_reply(call: Call, member: Member, audience: Audience) -> Reply:
 class MemberWindow:
     """The members matching the filters: `ordered[start:end]`, not copied."""
 
-    ordered: list[Member]
+    ordered: SortedKeyList  # slices of it are lists
     start: int
     end: int
 
@@ -358,14 +359,18 @@ def _sorted_page(call: Call, window: MemberWindow, offset: int, count: int) -> l
     descending = (call.query.get("sort_dir") or "ASC").upper() == "DESC"
     if sort_field != "last_changed":
         # rare: no index for these, sort the window
-        chosen = window.ordered[window.start : window.end]
+        chosen: list[Member] = window.ordered[window.start : window.end]
         chosen.sort(key=lambda m: getattr(m, sort_field) or 0.0, reverse=descending)
         return chosen[offset : offset + count]
     if descending:
         stop = window.end - offset
-        return window.ordered[max(window.start, stop - count) : max(window.start, stop)][::-1]
+        page: list[Member] = window.ordered[
+            max(window.start, stop - count) : max(window.start, stop)
+        ]
+        return page[::-1]
     first = window.start + offset
-    return window.ordered[first : min(first + count, window.end)]
+    page = window.ordered[first : min(first + count, window.end)]
+    return page
 
 
 @route("/lists/{list_id}/members", "GET")
