@@ -694,9 +694,11 @@ _MARK_GROUP_CHANGES = sa.text(f"""
       AND t.civicrm_contact_id = s.contact_id
       AND t.civicrm_groups IS DISTINCT FROM s.snapshot
 """)
+# Through the (audience, contact) index: every audience a connection syncs.
 _MARK_CONTACTS_TODO = sa.text("""
     UPDATE civicrm_mailchimpsync_cache SET sync_status = 'todo'
-    WHERE civicrm_contact_id = ANY(CAST(:ids AS integer[]))
+    WHERE mailchimp_list_id = ANY(ARRAY(SELECT mailchimp_list_id FROM mailchimpsync_connection))
+      AND civicrm_contact_id = ANY(CAST(:ids AS integer[]))
 """)
 _MARK_ALL_CONTACTS = sa.text("""
     UPDATE civicrm_mailchimpsync_cache SET sync_status = 'todo'

@@ -73,7 +73,6 @@ cache = Table(
     ),
     UniqueConstraint("mailchimp_list_id", "mailchimp_member_id"),
     Index(None, "mailchimp_list_id", "civicrm_contact_id"),
-    Index(None, "civicrm_contact_id"),
     Index(
         "ix_civicrm_mailchimpsync_cache_list_lower_email",
         "mailchimp_list_id",

@@ -299,7 +299,12 @@ def _cache_search(where: CacheFilter) -> sa.Select[Any]:
         if getattr(where, name) is not None:
             query = query.where(cache.c[name] == getattr(where, name))
     if where.civicrm_contact_id is not None:
-        query = query.where(cache.c.civicrm_contact_id == where.civicrm_contact_id)
+        # The (audience, contact) index: every synced audience when none is named.
+        audiences = sa.func.array(sa.select(connection.c.mailchimp_list_id).scalar_subquery())
+        query = query.where(
+            cache.c.mailchimp_list_id == sa.any_(audiences),
+            cache.c.civicrm_contact_id == where.civicrm_contact_id,
+        )
     if where.sync_status is not None:
         query = query.where(cache.c.sync_status == where.sync_status)
     if where.mailchimp_email is not None:
