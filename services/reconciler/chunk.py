@@ -5,7 +5,8 @@ the rows of one range (``FOR UPDATE SKIP LOCKED``: two workers never decide a ro
 gathers every fact for the whole chunk in three queries, decides each row with the pure
 ``decide``, then writes each kind of outcome in one bulk statement: CRM membership changes
 (history rows with method ``MCsync``), new update rows, folded updates cancelled, and each
-row's ``sync_status``. Decided rows leave ``todo``, so running a chunk again does nothing.
+row's ``sync_status`` with its ``civicrm_groups`` snapshot. Decided rows leave ``todo``, so
+running a chunk again does nothing.
 """
 
 from __future__ import annotations
