@@ -430,7 +430,7 @@ def claim_todo_rows(
 
 def group_snapshot(newest: Mapping[int, HistoryEntry]) -> Snapshot:
     """The ``civicrm_groups`` snapshot of a contact's newest history per group, as
-    ``_SNAPSHOT_JSON`` renders it in SQL (None: no history)."""
+    ``_SNAPSHOT_ENTRY`` renders each group's entry in SQL (None: no history)."""
     if not newest:
         return None
     return {
@@ -666,33 +666,32 @@ _ADD_CRM_ONLY = sa.text("""
     ORDER BY gc.contact_id
 """)
 
-# A civicrm_groups snapshot from rows ``n`` of newest history (group_id, status, date).
-# Dates are rendered in UTC whatever the session's TimeZone, so the snapshot is stable;
-# group_snapshot renders the same from Python (_iso_utc).
-_SNAPSHOT_JSON = """jsonb_object_agg(n.group_id::text, jsonb_build_object(
+# One group's entry of a civicrm_groups snapshot, from a history row ``n``. Dates are
+# rendered in UTC whatever the session's TimeZone, so the snapshot is stable; group_snapshot
+# renders the same from Python (_iso_utc).
+_SNAPSHOT_ENTRY = """jsonb_build_object(
     'status', n.status,
-    'date', to_char(n.date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')))"""
-# Only rows whose newest history differs from their snapshot: a change the sync itself wrote
-# (and snapshotted) when it decided the row is not news to the next run. Set-based: the
-# newest history of every contact changed since in one sort (the 2-hour overlap holds every
-# history row a big run wrote, too many to probe one row at a time).
+    'date', to_char(n.date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'))"""
+# Rows whose snapshot does not hold their contact's newest history in a group changed since:
+# a change the sync itself wrote (and snapshotted) when it decided the row is not news to the
+# next run. Rows dated on/after ``since`` are newer than any before it, so the newest of
+# them per contact and group is that group's newest history: compared with the snapshot's
+# entry for the group, without reading the contact's older history. Set-based: the 2-hour
+# overlap holds every history row a big run wrote, too many to probe one at a time.
 _MARK_GROUP_CHANGES = sa.text(f"""
-    WITH changed AS (
-        SELECT DISTINCT h.contact_id FROM civicrm_subscription_history h
-        WHERE h.group_id = ANY(CAST(:group_ids AS integer[])) AND h.date >= :since
-    ), newest AS (
+    WITH newest AS (
         SELECT DISTINCT ON (h.contact_id, h.group_id) h.contact_id, h.group_id, h.status, h.date
-        FROM civicrm_subscription_history h JOIN changed USING (contact_id)
-        WHERE h.group_id = ANY(CAST(:group_ids AS integer[]))
+        FROM civicrm_subscription_history h
+        WHERE h.group_id = ANY(CAST(:group_ids AS integer[])) AND h.date >= :since
         ORDER BY h.contact_id, h.group_id, h.date DESC, h.id DESC
-    ), snapshots AS (
-        SELECT n.contact_id, {_SNAPSHOT_JSON} AS snapshot FROM newest n GROUP BY n.contact_id
+    ), news AS (
+        SELECT DISTINCT t.id
+        FROM newest n JOIN civicrm_mailchimpsync_cache t ON t.civicrm_contact_id = n.contact_id
+        WHERE t.mailchimp_list_id = :list_id AND t.sync_status <> 'todo'
+          AND (t.civicrm_groups -> (n.group_id::text)) IS DISTINCT FROM {_SNAPSHOT_ENTRY}
     )
     UPDATE civicrm_mailchimpsync_cache t SET sync_status = 'todo'
-    FROM snapshots s
-    WHERE t.mailchimp_list_id = :list_id AND t.sync_status <> 'todo'
-      AND t.civicrm_contact_id = s.contact_id
-      AND t.civicrm_groups IS DISTINCT FROM s.snapshot
+    FROM news WHERE t.id = news.id
 """)
 # Through the (audience, contact) index: every audience a connection syncs.
 _MARK_CONTACTS_TODO = sa.text("""
