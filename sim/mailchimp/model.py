@@ -92,13 +92,6 @@ class MemberIndex:
         for ordered in self._lists_for(member):
             ordered.discard(member)
 
-    def add_unsorted(self, member: Member) -> None:
-        """Bulk-load path (kept for the seeders; the lists sort as they go)."""
-        self.add(member)
-
-    def resort(self) -> None:
-        """Nothing to do: the lists are always in order."""
-
     def view(self, status: str | None, include_archived: bool) -> SortedKeyList:
         """The ordered list to page through for a status filter."""
         if status is not None:
@@ -183,16 +176,13 @@ class Audience:
         key = subscriber_hash(email)
         return self.members.get(key) or self.aliases.get(key)
 
-    def insert(self, member: Member, *, bulk: bool = False, hashed: bool = False) -> None:
+    def insert(self, member: Member, *, hashed: bool = False) -> None:
         """Add a new member to the maps, counts and index (`hashed`: id is the hash)."""
         self.members[member.id] = member
         if not hashed and member.id != subscriber_hash(member.email):
             self.aliases[subscriber_hash(member.email)] = member
         self.counts[member.status] += 1
-        if bulk:
-            self.index.add_unsorted(member)
-        else:
-            self.index.add(member)
+        self.index.add(member)
 
     def discard(self, member: Member) -> None:
         """Remove a member entirely (permanent delete)."""

@@ -108,10 +108,8 @@ def seed(audience: Audience, count: int, seed_value: int, now: float) -> int:
                 unsubscribed_by=BY_CONTACT if status == UNSUBSCRIBED else None,
                 source="Import",
             )
-            audience.insert(member, bulk=True, hashed=True)
+            audience.insert(member, hashed=True)
     audience.next_rank = first_rank + count
-    if first_rank:  # earlier members may interleave with the new ones
-        audience.index.resort()
     return count
 
 
@@ -148,9 +146,8 @@ def import_records(audience: Audience, records: Iterable[Mapping[str, Any]], now
     imported = 0
     with _gc_paused():
         for record in records:
-            audience.insert(_member_from_record(audience, record, now), bulk=True)
+            audience.insert(_member_from_record(audience, record, now))
             imported += 1
-    audience.index.resort()
     return imported
 
 
