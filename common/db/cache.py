@@ -2,7 +2,7 @@
 
 Every function is set-based (a fixed number of statements, whatever the audience's size),
 runs on the caller's connection and never commits. Rows travel as one JSON parameter
-expanded by ``jsonb_to_recordset``, as in ``common.db.crm``.
+expanded by ``jsonb_to_recordset`` (``common.db.params``).
 
 The stage statements here join the CRM tables read-only (contacts, emails, memberships,
 history) so that a stage over a million rows stays one statement; every CRM *write* goes
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 
 from common.db.crm import HistoryEntry
+from common.db.params import json_rows
 from common.member_data import FetchedMember, merge_mailchimp_data
 from common.vocabulary import PLUGIN_DATA_SENT, GroupStatus, SyncStatus
 
@@ -101,10 +101,6 @@ class DecidedRow:
     civicrm_groups: Snapshot
 
 
-def _json(rows: object) -> str:
-    return orjson.dumps(rows).decode()
-
-
 ROWS = "{rows}"
 ROW_IDS = "AND c.id = ANY(CAST(:cache_ids AS bigint[]))"
 ROW_CONTACTS = "AND c.civicrm_contact_id = ANY(CAST(:contact_ids AS integer[]))"
@@ -162,7 +158,7 @@ def upsert_fetched(conn: sa.Connection, list_id: str, rows: Sequence[FetchedRow]
         }
         for r in latest.values()
     ]
-    return conn.execute(_UPSERT_FETCHED, {"list_id": list_id, "rows": _json(payload)}).rowcount
+    return conn.execute(_UPSERT_FETCHED, {"list_id": list_id, "rows": json_rows(payload)}).rowcount
 
 
 def merge_fetched(conn: sa.Connection, list_id: str, members: Sequence[FetchedMember]) -> int:
@@ -288,7 +284,7 @@ def set_contact_ids(conn: sa.Connection, contact_ids: Mapping[int, int]) -> int:
     if not contact_ids:
         return 0
     rows = [{"id": cache_id, "contact_id": cid} for cache_id, cid in contact_ids.items()]
-    return conn.execute(_SET_CONTACT_IDS, {"rows": _json(rows)}).rowcount
+    return conn.execute(_SET_CONTACT_IDS, {"rows": json_rows(rows)}).rowcount
 
 
 @dataclass(frozen=True)
@@ -350,7 +346,7 @@ def store_plugin_data(conn: sa.Connection, data: Mapping[int, Mapping[str, Any] 
     if not data:
         return 0
     rows = [{"id": cache_id, "data": value} for cache_id, value in data.items()]
-    return conn.execute(_STORE_PLUGIN_DATA, {"rows": _json(rows)}).rowcount
+    return conn.execute(_STORE_PLUGIN_DATA, {"rows": json_rows(rows)}).rowcount
 
 
 def store_plugin_sent(conn: sa.Connection, sent: Mapping[int, Mapping[str, Any]]) -> int:
@@ -358,7 +354,7 @@ def store_plugin_sent(conn: sa.Connection, sent: Mapping[int, Mapping[str, Any]]
     if not sent:
         return 0
     rows = [{"id": cache_id, "sent": value} for cache_id, value in sent.items()]
-    params = {"rows": _json(rows), "key": PLUGIN_DATA_SENT}
+    params = {"rows": json_rows(rows), "key": PLUGIN_DATA_SENT}
     return conn.execute(_STORE_PLUGIN_SENT, params).rowcount
 
 
@@ -456,7 +452,7 @@ def set_decided(conn: sa.Connection, rows: Sequence[DecidedRow]) -> int:
     payload = [
         {"id": r.cache_id, "status": r.sync_status.value, "groups": r.civicrm_groups} for r in rows
     ]
-    return conn.execute(_SET_DECIDED, {"rows": _json(payload)}).rowcount
+    return conn.execute(_SET_DECIDED, {"rows": json_rows(payload)}).rowcount
 
 
 def set_contact_snapshots(
@@ -467,7 +463,7 @@ def set_contact_snapshots(
     if not snapshots:
         return 0
     payload = [{"contact_id": c, "groups": g} for c, g in snapshots.items()]
-    params = {"list_id": list_id, "rows": _json(payload), "except_ids": sorted(set(except_ids))}
+    params = {"list_id": list_id, "rows": json_rows(payload), "except_ids": sorted(set(except_ids))}
     return conn.execute(_SET_CONTACT_SNAPSHOTS, params).rowcount
 
 

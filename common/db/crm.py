@@ -15,9 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-import orjson
 import sqlalchemy as sa
 
+from common.db.params import json_rows
 from common.vocabulary import SYNC_METHOD, GroupStatus
 
 __all__ = [
@@ -105,10 +105,10 @@ def insert_contacts(conn: sa.Connection, contacts: Sequence[NewContact]) -> list
     if not contacts:
         return []
     ids: list[int] = sorted(conn.execute(_NEXT_CONTACT_IDS, {"n": len(contacts)}).scalar_one())
-    conn.execute(_INSERT_CONTACTS, {"rows": _json(_contact_rows(ids, contacts))})
+    conn.execute(_INSERT_CONTACTS, {"rows": json_rows(_contact_rows(ids, contacts))})
     emails = _email_rows(ids, contacts)
     if emails:
-        conn.execute(_INSERT_EMAILS, {"rows": _json(emails)})
+        conn.execute(_INSERT_EMAILS, {"rows": json_rows(emails)})
     return ids
 
 
@@ -120,7 +120,7 @@ def set_memberships(conn: sa.Connection, changes: Sequence[MembershipChange]) ->
     """
     if not changes:
         return 0
-    rows = {"rows": _json(changes)}
+    rows = {"rows": json_rows(changes)}
     conn.execute(_INSERT_HISTORY, rows)
     conn.execute(_UPSERT_MEMBERSHIPS, rows)
     return len(changes)
@@ -145,7 +145,7 @@ def add_emails(conn: sa.Connection, rows: Sequence[EmailToAdd]) -> int:
     """
     if not rows:
         return 0
-    return int(conn.execute(_ADD_EMAILS, {"rows": _json(rows)}).scalar_one())
+    return int(conn.execute(_ADD_EMAILS, {"rows": json_rows(rows)}).scalar_one())
 
 
 def set_contact_names(
@@ -267,11 +267,6 @@ def contact_details(conn: sa.Connection, contact_ids: Iterable[int]) -> dict[int
         int(row[0]): ContactDetails(int(row[0]), row[1], row[2], row[3])
         for row in conn.execute(_CONTACT_DETAILS, {"ids": ids})
     }
-
-
-def _json(rows: object) -> str:
-    """Rows (dataclasses or dicts) as one JSON parameter for ``json_to_recordset``."""
-    return orjson.dumps(rows).decode()
 
 
 def _contact_rows(ids: list[int], contacts: Sequence[NewContact]) -> list[dict[str, object]]:

@@ -10,8 +10,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
+
+from common.db.params import json_rows
 
 __all__ = [
     "CANCELLED",
@@ -52,7 +53,7 @@ def insert_updates(conn: sa.Connection, updates: Sequence[NewUpdate]) -> list[in
     """
     if not updates:
         return []
-    rows = orjson.dumps([{"cache_id": u.cache_id, "data": u.data} for u in updates]).decode()
+    rows = json_rows([{"cache_id": u.cache_id, "data": u.data} for u in updates])
     return [int(i) for i in conn.execute(_INSERT_UPDATES, {"rows": rows}).scalars()]
 
 
