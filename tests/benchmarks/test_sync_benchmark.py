@@ -90,16 +90,21 @@ def _process(*args: str, env: dict[str, str] | None = None) -> Iterator[subproce
             process.stdout.close()
 
 
+def _wait_until_answering(url: str) -> None:
+    """Up to ten seconds for a process just started to answer on ``url``."""
+    for _ in range(100):
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+
+
 @contextmanager
 def _simulator(port: int) -> Iterator[tuple[subprocess.Popen[str], str]]:
     with _process(sys.executable, "-m", "sim.mailchimp", "--port", str(port)) as sim:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                requests.get(base + "/_sim/health", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+        _wait_until_answering(base + "/_sim/health")
         yield sim, base + "/3.0"
 
 
@@ -162,12 +167,7 @@ def _serving(mcsync: str, port: int, env: dict[str, str], api_key: str) -> Itera
     base = f"http://127.0.0.1:{port}"
     env = {**env, "MCSYNC_WEBHOOK_BASE_URL": base}
     with _process(mcsync, "serve", "--host", "127.0.0.1", "--port", str(port), env=env):
-        for _ in range(100):
-            try:
-                requests.get(base + "/healthz", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+        _wait_until_answering(base + "/healthz")
         registered = subprocess.run(
             [mcsync, "updatewebhook", "--api-key", api_key, "--process", "add_batch_webhook"],
             cwd=ROOT,
