@@ -63,7 +63,7 @@ class _Gathered:
 
     row: cache.ClaimedRow
     facts: RowFacts
-    newest_history: Mapping[int, crm.HistoryEntry] = field(default_factory=dict)
+    newest_history: Mapping[int, crm.HistoryEntry]
 
 
 def plan_chunks(
@@ -178,7 +178,9 @@ def write(
     statuses = [_final_status(g, d) for g, d in zip(gathered, decisions, strict=True)]
     rows = [
         cache.DecidedRow(
-            g.row.id, status, snapshots.get(g.row.contact_id) if g.row.contact_id else None
+            g.row.id,
+            status,
+            snapshots.get(g.row.contact_id) if g.row.contact_id is not None else None,
         )
         for g, status in zip(gathered, statuses, strict=True)
     ]
