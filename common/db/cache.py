@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from common.db.crm import HistoryEntry
 from common.db.params import json_rows
-from common.member_data import FetchedMember, merge_mailchimp_data
+from common.member_data import FetchedMember, merge_mailchimp_data, to_utc
 from common.vocabulary import PLUGIN_DATA_SENT, GroupStatus, SyncStatus
 
 __all__ = [
@@ -79,6 +79,7 @@ class ClaimedRow:
     mailchimp_data: Mapping[str, Any] | None
     civicrm_data: Mapping[str, Any] | None
     other_row_subscribed: bool
+    other_rows: bool  # the contact has other rows in the audience (subscribed or not)
 
 
 @dataclass(frozen=True)
@@ -435,13 +436,8 @@ def group_snapshot(newest: Mapping[int, HistoryEntry]) -> Snapshot:
     }
 
 
-_ZERO = timedelta(0)
-
-
 def _iso_utc(moment: datetime) -> str:
-    if moment.utcoffset() != _ZERO:  # the session's dates are UTC already: skip converting
-        moment = moment.astimezone(UTC)
-    return moment.isoformat(timespec="microseconds")
+    return to_utc(moment).isoformat(timespec="microseconds")
 
 
 def set_decided(conn: sa.Connection, rows: Sequence[DecidedRow]) -> int:
@@ -711,12 +707,16 @@ _CHUNK_RANGES = sa.text("""
 _CLAIM_TODO = sa.text("""
     SELECT c.id, c.civicrm_contact_id, c.mailchimp_member_id, c.mailchimp_email,
         c.mailchimp_status, c.mailchimp_updated, c.mailchimp_data, c.civicrm_data,
-        c.civicrm_contact_id IS NOT NULL AND EXISTS (
-            SELECT 1 FROM civicrm_mailchimpsync_cache o
-            WHERE o.mailchimp_list_id = c.mailchimp_list_id AND o.id <> c.id
-              AND o.civicrm_contact_id = c.civicrm_contact_id
-              AND o.mailchimp_status IN ('subscribed', 'pending')) AS other_row_subscribed
+        o.subscribed, o.any
     FROM civicrm_mailchimpsync_cache c
+    CROSS JOIN LATERAL (
+        SELECT coalesce(bool_or(o.mailchimp_status IN ('subscribed', 'pending')), false)
+                AS subscribed,
+            count(*) > 0 AS any
+        FROM civicrm_mailchimpsync_cache o
+        WHERE o.mailchimp_list_id = c.mailchimp_list_id AND o.id <> c.id
+          AND o.civicrm_contact_id = c.civicrm_contact_id
+    ) AS o
     WHERE c.mailchimp_list_id = :list_id AND c.sync_status = 'todo'
       AND c.id BETWEEN :first AND :last
     ORDER BY c.id

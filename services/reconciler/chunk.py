@@ -185,7 +185,8 @@ def write(
         for g, status in zip(gathered, statuses, strict=True)
     ]
     cache.set_decided(conn, rows)
-    changed = {c.contact_id: snapshots[c.contact_id] for c in changes}
+    shared = {g.row.contact_id for g in gathered if g.row.other_rows}
+    changed = {c.contact_id: snapshots[c.contact_id] for c in changes if c.contact_id in shared}
     cache.set_contact_snapshots(conn, sc.list_id, changed, (g.row.id for g in gathered))
     sent = {d.cache_id: d.plugin_sent for d in decisions if d.plugin_sent is not None}
     cache.store_plugin_sent(conn, sent)
