@@ -41,6 +41,8 @@ def subscriber_hash(email: str) -> str:
 
 def to_utc(moment: datetime) -> datetime:
     """An aware UTC datetime; a naive one is taken to be UTC already."""
+    if moment.tzinfo is UTC:  # what parse_time and the database hand us: nothing to convert
+        return moment
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
@@ -56,7 +58,10 @@ def interest_key(interest_id: str) -> str:
 
 def field_changed_at(data: Mapping[str, Any], key: str) -> datetime | None:
     """When ``key`` took its current value; ``None`` when unknown or unreadable."""
-    stamp = data.get(key + CHANGED_AT_SUFFIX)
+    return _readable_time(data.get(key + CHANGED_AT_SUFFIX))
+
+
+def _readable_time(stamp: object) -> datetime | None:
     if not isinstance(stamp, str):
         return None
     try:
@@ -73,6 +78,22 @@ def status_changed_at(data: Mapping[str, Any]) -> datetime | None:
 def interest_changed_at(data: Mapping[str, Any], interest_id: str) -> datetime | None:
     """``interest-<id>@``: when that interest's flag took its current value."""
     return field_changed_at(data, interest_key(interest_id))
+
+
+def interests_and_times(data: Mapping[str, Any]) -> tuple[dict[str, bool], dict[str, datetime]]:
+    """The interest flags stored in ``data`` by interest id, and when each took its value
+    (``interest-<id>@``; an interest with no readable time is left out). One pass over
+    ``data``: the reconciler reads this for every row it decides."""
+    flags: dict[str, bool] = {}
+    stamps: dict[str, object] = {}
+    for key, value in data.items():
+        if key.startswith(INTEREST_PREFIX):
+            if key.endswith(CHANGED_AT_SUFFIX):
+                stamps[key[len(INTEREST_PREFIX) : -len(CHANGED_AT_SUFFIX)]] = value
+            else:
+                flags[key[len(INTEREST_PREFIX) :]] = bool(value)
+    times = {i: t for i in flags if (t := _readable_time(stamps.get(i))) is not None}
+    return flags, times
 
 
 def interests(data: Mapping[str, Any]) -> dict[str, bool]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
@@ -193,9 +194,13 @@ def best_emails(conn: sa.Connection, contact_ids: Iterable[int]) -> dict[int, st
     return {int(cid): str(email) for cid, email in conn.execute(_BEST_EMAILS, {"ids": ids})}
 
 
-@dataclass(frozen=True)
-class HistoryEntry:
-    """A subscription-history row's status (``Added``, ``Removed``, ...) and date."""
+# Enum lookup by value (GroupStatus(s)) costs ten times a dict's, once per membership read.
+_GROUP_STATUS = {status.value: status for status in GroupStatus}
+
+
+class HistoryEntry(NamedTuple):
+    """A subscription-history row's status (``Added``, ``Removed``, ...) and date. A named
+    tuple: a chunk builds one per contact and group, and a tuple is built fastest."""
 
     status: str
     date: datetime
@@ -242,13 +247,13 @@ def contact_group_facts(
         return {}
     params = {"ids": ids, "group_ids": list(group_ids)}
     return {
-        int(row.contact_id): ContactGroupFacts(
-            contact_id=int(row.contact_id),
+        row.contact_id: ContactGroupFacts(
+            contact_id=row.contact_id,
             memberships={
-                int(g): GroupStatus(s) for g, s in zip(row.m_groups, row.m_status, strict=True)
+                g: _GROUP_STATUS[s] for g, s in zip(row.m_groups, row.m_status, strict=True)
             },
             newest_history={
-                int(g): HistoryEntry(s, d)
+                g: HistoryEntry(s, d)
                 for g, s, d in zip(row.h_groups, row.h_status, row.h_dates, strict=True)
             },
             best_email=row.best_email,

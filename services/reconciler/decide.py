@@ -46,6 +46,10 @@ EMAIL_ON_HOLD = "in the group in the CRM, but the email is on hold: cannot resub
 CLEANED_ADDRESS = "in the group in the CRM, but cleaned at Mailchimp: cannot be resubscribed"
 
 
+# By value, as the cache stores it: a dict lookup, where MailchimpStatus(value) costs ten.
+_MAILCHIMP_STATUS = {status.value: status for status in MailchimpStatus}
+
+
 # --- The connection's rules -------------------------------------------------------------
 
 
@@ -98,10 +102,9 @@ class MailchimpFacts:
     ) -> MailchimpFacts:
         """From the cache columns ``mailchimp_status``, ``_updated``, ``_email``, ``_data``."""
         data = data or {}
-        flags = member_data.interests(data)
-        times = {i: t for i in flags if (t := member_data.interest_changed_at(data, i))}
+        flags, times = member_data.interests_and_times(data)
         return cls(
-            status=MailchimpStatus(status) if status else None,
+            status=_MAILCHIMP_STATUS[status] if status else None,
             status_at=member_data.status_changed_at(data) or updated,
             email=email or None,
             interests=flags,
