@@ -14,6 +14,7 @@ from common.member_data import (
     FetchedMember,
     changed,
     interest_changed_at,
+    interests_and_times,
     merge_mailchimp_data,
     status_changed_at,
 )
@@ -107,6 +108,20 @@ def test_readers_return_none_for_missing_or_unreadable_times() -> None:
     assert status_changed_at({}) is None
     assert status_changed_at({"status@": "yesterday"}) is None
     assert interest_changed_at({"interest-x@": 5}, "x") is None
+
+
+def test_interests_and_times_read_each_flag_with_its_time_if_readable() -> None:
+    data = {
+        **NEW_ROW,
+        "interest-i3": 1,
+        "interest-i3@": "not a time",
+        "interest-i4@": SECOND_TEXT,  # a time without its flag is no interest
+    }
+
+    flags, times = interests_and_times(data)
+
+    assert flags == {"i1": True, "i2": False, "i3": True}
+    assert times == {"i1": FIRST, "i2": FIRST}
 
 
 API_MEMBER = {
