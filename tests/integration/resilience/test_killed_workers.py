@@ -6,13 +6,16 @@ processes on this machine consume the same queue names on ``/``), Redis and Post
 simulator served from the test process. After each kill the worker is restarted and, while the
 run is unfinished, the sync re-triggered.
 
-Time travel instead of waiting: a killed run is taken over only once its heartbeat is older
-than ``STALE_AFTER`` (15 min), and a batch row left *posting* is resolved only once older
-than ``POSTING_GRACE`` (10 min); neither is configurable. Right after each kill - when the
-worker that owned them is certainly dead - the test moves those two timestamps back by that
-much in Postgres, which is what waiting would have done. Likewise the dead process's Redis
-connection leases (180 s) are dropped. The worker's own batch poller runs once a minute, so
-the test sends ``CheckBatches`` itself while it waits.
+A batch row left *posting* is resolved only once older than the posting grace, which the
+worker is given short here (``POSTING_GRACE_SECONDS``) but still longer than the simulator
+takes to answer a POST: a POST the dead worker sent may still land after the kill (Mailchimp
+finishes a request whose client went away), and resolving the row before it lands would
+post its operations again. A killed run is taken over only once its heartbeat is older than
+``STALE_AFTER`` (15 min): right after each kill, when the worker that owned it is certainly
+dead, the test moves the heartbeat back by that much in Postgres, which is what waiting
+would have done. Likewise the dead process's Redis connection leases (180 s) are dropped.
+The worker's own batch poller runs once a minute, so the test sends ``CheckBatches`` itself
+while it waits.
 """
 
 from __future__ import annotations
@@ -49,7 +52,6 @@ from common.messages import CheckBatches
 from common.settings import Settings
 from common.vocabulary import SyncStatus
 from mcsync.sync import SyncRequest
-from services.submitter.handlers import POSTING_GRACE
 from sim.mailchimp.simulator import Fault
 
 pytestmark = pytest.mark.integration
@@ -60,6 +62,8 @@ MID_RUN_KILLS = 3
 MAX_KILLS = 8
 SEED = 20261123
 SETTLE_SECONDS = 45.0
+POST_LATENCY_SECONDS = 1.0
+POSTING_GRACE_SECONDS = 5 * POST_LATENCY_SECONDS
 
 
 class WorkerProcess:
@@ -109,6 +113,7 @@ def _worker_env(settings: Settings) -> dict[str, str]:
         "MCSYNC_REDIS_URL": settings.redis_url,
         "MCSYNC_MAILCHIMP_API_URL": settings.mailchimp_api_url,
         "MCSYNC_LOG_LEVEL": "WARNING",
+        "MCSYNC_POSTING_GRACE_SECONDS": str(POSTING_GRACE_SECONDS),
     }
 
 
@@ -116,17 +121,12 @@ AGE_HEARTBEAT = sa.text(
     "UPDATE civicrm_mailchimpsync_status SET heartbeat_at = heartbeat_at - :by "
     "WHERE run_id IS NOT NULL AND parked_reason IS NULL"
 )
-AGE_POSTING = sa.text(
-    "UPDATE civicrm_mailchimpsync_batch SET submitted_at = submitted_at - :by "
-    "WHERE mailchimp_batch_id IS NULL AND status IS NULL"
-)
 
 
 def _as_if_long_dead(engine: sa.Engine, leases: redis.Redis, api_key: str) -> None:
-    """What the passing of time does for a dead worker's run, batch rows and leases."""
+    """What the passing of time does for a dead worker's run and leases."""
     with engine.begin() as conn:
         conn.execute(AGE_HEARTBEAT, {"by": STALE_AFTER + timedelta(minutes=1)})
-        conn.execute(AGE_POSTING, {"by": POSTING_GRACE + timedelta(minutes=1)})
     leases.delete(lease_key(api_key))
 
 
@@ -162,7 +162,13 @@ def _slow_down(world: World) -> None:
     simulator.add_fault(Fault("latency", remaining=None, seconds=0.3, path_prefix=members))
     # A slow POST /batches: a kill there leaves a batch row *posting*, posted or not.
     simulator.add_fault(
-        Fault("latency", remaining=None, seconds=1.0, path_prefix="/batches", method="POST")
+        Fault(
+            "latency",
+            remaining=None,
+            seconds=POST_LATENCY_SECONDS,
+            path_prefix="/batches",
+            method="POST",
+        )
     )
     simulator.set_switches(batch_operation_delay_seconds=0.004)
 
