@@ -163,4 +163,10 @@ def _summary(
         + ("Both sides agree." if apart == 0 else f"{apart} rows still differ."),
         file=out,
     )
+    if changes.cannot_sync:
+        for reason, rows in stats.fail_reasons(conn, connection.list_id):
+            print(
+                f"[{connection.list_id}]   {rows} cannot sync: {reason or 'no reason kept'}",
+                file=out,
+            )
     return changes

@@ -196,11 +196,28 @@ def complete_updates(conn: sa.Connection, completions: Sequence[Completion]) -> 
 def set_row_status_for_updates(
     conn: sa.Connection, update_ids: Collection[int], sync_status: SyncStatus
 ) -> None:
-    """Set ``sync_status`` of the cache rows of these updates."""
+    """Set ``sync_status`` (not ``fail``: see ``fail_rows_of_updates``) of the cache rows of
+    these updates."""
     if not update_ids:
         return
     rows = sa.select(update.c.mailchimpsync_cache_id).where(update.c.id == _any_id(update_ids))
     conn.execute(sa.update(cache).where(cache.c.id.in_(rows)).values(**_row_status(sync_status)))
+
+
+def fail_rows_of_updates(conn: sa.Connection, update_ids: Collection[int]) -> None:
+    """The cache rows of these completed updates fail, each with its update's error as its
+    ``fail_reason`` (a row with several takes one of them); a failed row also forgets the
+    plugin data it was sent, so the next decision queues that data again."""
+    if not update_ids:
+        return
+    forget = cache.c.civicrm_data.op("-", return_type=JSONB)(sa.literal(PLUGIN_DATA_SENT, sa.Text))
+    conn.execute(
+        sa.update(cache)
+        .where(cache.c.id == update.c.mailchimpsync_cache_id, update.c.id == _any_id(update_ids))
+        .values(
+            sync_status=SyncStatus.FAIL, fail_reason=update.c.error_response, civicrm_data=forget
+        )
+    )
 
 
 def record_posted(
@@ -370,6 +387,7 @@ def queue_retries(conn: sa.Connection, retries: Sequence[Retry]) -> None:
 
 
 def set_rows_status(conn: sa.Connection, cache_ids: Collection[int], value: SyncStatus) -> None:
+    """Set ``sync_status`` (not ``fail``: see ``fail_rows_of_updates``) of these rows."""
     if cache_ids:
         conn.execute(
             sa.update(cache).where(cache.c.id == _any_id(cache_ids)).values(**_row_status(value))
@@ -377,12 +395,10 @@ def set_rows_status(conn: sa.Connection, cache_ids: Collection[int], value: Sync
 
 
 def _row_status(value: SyncStatus) -> dict[str, Any]:
-    """The new ``sync_status``; a failed row also forgets the plugin data it was sent, so
-    the next decision queues that data again."""
-    if value is not SyncStatus.FAIL:
-        return {"sync_status": value}
-    forget = cache.c.civicrm_data.op("-", return_type=JSONB)(sa.literal(PLUGIN_DATA_SENT, sa.Text))
-    return {"sync_status": value, "civicrm_data": forget}
+    """A status other than ``fail``, which needs its reason: the row no longer fails."""
+    if value is SyncStatus.FAIL:
+        raise ValueError("a row fails with its reason: fail_rows_of_updates")
+    return {"sync_status": value, "fail_reason": None}
 
 
 def set_rows_ok_unless_open(conn: sa.Connection, cache_ids: Collection[int]) -> None:
@@ -397,7 +413,7 @@ def set_rows_ok_unless_open(conn: sa.Connection, cache_ids: Collection[int]) -> 
     conn.execute(
         sa.update(cache)
         .where(cache.c.id == _any_id(cache_ids), ~still_open)
-        .values(sync_status=SyncStatus.OK)
+        .values(**_row_status(SyncStatus.OK))
     )
 
 

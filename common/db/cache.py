@@ -95,11 +95,13 @@ Snapshot = dict[str, dict[str, str]] | None
 
 @dataclass(frozen=True)
 class DecidedRow:
-    """A decided row's new ``sync_status`` and ``civicrm_groups`` snapshot."""
+    """A decided row's new ``sync_status``, ``civicrm_groups`` snapshot and ``fail_reason``
+    (None unless the row fails)."""
 
     cache_id: int
     sync_status: SyncStatus
     civicrm_groups: Snapshot
+    fail_reason: str | None = None
 
 
 ROWS = "{rows}"
@@ -441,12 +443,18 @@ def _iso_utc(moment: datetime) -> str:
 
 
 def set_decided(conn: sa.Connection, rows: Sequence[DecidedRow]) -> int:
-    """Set each decided row's ``sync_status`` and snapshot in one statement (rows already
-    so are not written)."""
+    """Set each decided row's ``sync_status``, snapshot and ``fail_reason`` in one statement
+    (rows already so are not written)."""
     if not rows:
         return 0
     payload = [
-        {"id": r.cache_id, "status": r.sync_status.value, "groups": r.civicrm_groups} for r in rows
+        {
+            "id": r.cache_id,
+            "status": r.sync_status.value,
+            "groups": r.civicrm_groups,
+            "reason": r.fail_reason,
+        }
+        for r in rows
     ]
     return conn.execute(_SET_DECIDED, {"rows": json_rows(payload)}).rowcount
 
@@ -723,10 +731,13 @@ _CLAIM_TODO = sa.text("""
     FOR UPDATE OF c SKIP LOCKED
 """)
 _SET_DECIDED = sa.text("""
-    UPDATE civicrm_mailchimpsync_cache c SET sync_status = r.status, civicrm_groups = r.groups
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(id bigint, status text, groups jsonb)
+    UPDATE civicrm_mailchimpsync_cache c
+    SET sync_status = r.status, civicrm_groups = r.groups, fail_reason = r.reason
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+        AS r(id bigint, status text, groups jsonb, reason text)
     WHERE c.id = r.id
-      AND (c.sync_status IS DISTINCT FROM r.status OR c.civicrm_groups IS DISTINCT FROM r.groups)
+      AND (c.sync_status IS DISTINCT FROM r.status OR c.civicrm_groups IS DISTINCT FROM r.groups
+           OR c.fail_reason IS DISTINCT FROM r.reason)
 """)
 _SET_CONTACT_SNAPSHOTS = sa.text("""
     UPDATE civicrm_mailchimpsync_cache c SET civicrm_groups = r.groups

@@ -63,6 +63,9 @@ cache = Table(
     Column("civicrm_groups", JSONB),
     Column("civicrm_contact_id", Integer),
     Column("sync_status", String(8), nullable=False, server_default="todo"),
+    # Ours, not the seed's: why the row last failed to sync (the decision table's reason or
+    # Mailchimp's error); written with ``fail``, cleared when the row is decided otherwise.
+    Column("fail_reason", Text),
     CheckConstraint(
         "sync_status IN ('ok', 'todo', 'live', 'redo', 'fail')", name="sync_status_valid"
     ),

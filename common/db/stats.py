@@ -116,6 +116,22 @@ class Changes:
     cannot_sync: int
 
 
+FAIL_REASONS = sa.text(
+    """
+    SELECT fail_reason, count(*) AS rows FROM civicrm_mailchimpsync_cache
+    WHERE mailchimp_list_id = :list_id AND sync_status = 'fail'
+    GROUP BY fail_reason ORDER BY rows DESC, fail_reason LIMIT :limit
+    """
+)
+
+
+def fail_reasons(conn: sa.Connection, list_id: str, limit: int = 5) -> list[tuple[str | None, int]]:
+    """The commonest reasons the audience's rows cannot sync, with their row counts (a row
+    that failed before reasons were kept has None)."""
+    rows = conn.execute(FAIL_REASONS, {"list_id": list_id, "limit": limit})
+    return [(reason, int(count)) for reason, count in rows]
+
+
 def changes_since(conn: sa.Connection, connection: SyncConnection, since: datetime) -> Changes:
     row = conn.execute(
         CHANGES,

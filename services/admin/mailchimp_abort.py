@@ -56,7 +56,7 @@ from common.db import batches, config, runs, updates
 from common.db.config import SyncConnection
 from common.db.runs import RunState
 from common.mailchimp import MailchimpClient, MailchimpError
-from common.vocabulary import Stage, SyncStatus
+from common.vocabulary import Stage
 from services.admin.context import AdminContext, NotFound
 from services.admin.mailchimp_support import mailchimp_errors
 
@@ -198,7 +198,7 @@ def _abort_in_db(
     aborted = batches.abort_posted_batches(conn, (*deleted, *gone), ABORTED)
     unsubmitted = updates.abort_unsubmitted(conn, list_id, ABORTED)
     failed = aborted.cache_ids | {cache_id for _, cache_id in unsubmitted}
-    batches.set_rows_status(conn, failed, SyncStatus.FAIL)
+    batches.fail_rows_of_updates(conn, [*aborted.update_ids, *(u for u, _ in unsubmitted)])
     released = _release_run(conn, state, now)
     report = AbortReport(
         group_id=connection.subscription_group_id,

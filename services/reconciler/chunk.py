@@ -5,8 +5,8 @@ the rows of one range (``FOR UPDATE SKIP LOCKED``: two workers never decide a ro
 gathers every fact for the whole chunk in three queries, decides each row with the pure
 ``decide``, then writes each kind of outcome in one bulk statement: CRM membership changes
 (history rows with method ``MCsync``), new update rows, folded updates cancelled, and each
-row's ``sync_status`` with its ``civicrm_groups`` snapshot. Decided rows leave ``todo``, so
-running a chunk again does nothing.
+row's ``sync_status`` with its ``civicrm_groups`` snapshot and, for a row that cannot sync,
+its ``fail_reason``. Decided rows leave ``todo``, so running a chunk again does nothing.
 """
 
 from __future__ import annotations
@@ -181,8 +181,9 @@ def write(
             g.row.id,
             status,
             snapshots.get(g.row.contact_id) if g.row.contact_id is not None else None,
+            d.fail_reason if status == SyncStatus.FAIL else None,
         )
-        for g, status in zip(gathered, statuses, strict=True)
+        for g, d, status in zip(gathered, decisions, statuses, strict=True)
     ]
     cache.set_decided(conn, rows)
     shared = {g.row.contact_id for g in gathered if g.row.other_rows}

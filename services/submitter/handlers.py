@@ -243,8 +243,7 @@ def _pending(claimed: sql.ClaimedUpdate) -> PendingUpdate:
 
 
 def _reject(conn: sa.Connection, rejected: Sequence[sql.Completion]) -> None:
-    completed = sql.complete_updates(conn, rejected)
-    sql.set_row_status_for_updates(conn, completed, SyncStatus.FAIL)
+    sql.fail_rows_of_updates(conn, sql.complete_updates(conn, rejected))
 
 
 # --- resolving ambiguous posts -----------------------------------------------------------------
@@ -380,6 +379,10 @@ def _process(
     return ProcessReport(batch_id, "processed", *plan.counts())
 
 
+# Outcome kinds that fail the update's row: Mailchimp refused it, or gave no result for it.
+FAILING = ("fail", "missing")
+
+
 @dataclass
 class _Outcomes:
     """What a batch's results do to its open updates and their cache rows."""
@@ -448,7 +451,7 @@ def _write_outcomes(conn: sa.Connection, outcomes: _Outcomes) -> None:
     sql.apply_cache_successes(conn, [s for u, s in outcomes.successes.items() if u in done])
     sql.queue_retries(conn, [r for u, r in outcomes.retries.items() if u in done])
     statuses = _row_statuses(outcomes, done)
-    sql.set_rows_status(conn, statuses[SyncStatus.FAIL], SyncStatus.FAIL)
+    sql.fail_rows_of_updates(conn, [u for u in done if outcomes.kind_of[u] in FAILING])
     sql.set_rows_status(conn, statuses[SyncStatus.REDO], SyncStatus.REDO)
     sql.set_rows_ok_unless_open(conn, statuses[SyncStatus.OK])
 

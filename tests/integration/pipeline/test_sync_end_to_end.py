@@ -14,6 +14,7 @@ from server_checks import require_server
 from common.settings import Settings
 from mcsync import workers
 from mcsync.sync import SyncRequest, fetch_and_reconcile
+from services.reconciler.decide import CLEANED_ADDRESS
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +43,7 @@ def test_embedded_sync_brings_both_sides_into_agreement_then_has_nothing_to_do(
     first = _sync(settings)
 
     assert "Both sides agree." in first
+    assert f"cannot sync: {CLEANED_ADDRESS}" in first  # the summary says why, not only how many
     assert mismatches(world, clean_tables) == []
     posted = world.request_counts().get("POST /batches", 0)
     assert posted >= 1

@@ -15,6 +15,7 @@ from common.db import cache as cache_sql
 from common.db import updates as updates_sql
 from common.vocabulary import GroupStatus, SyncStatus
 from services.reconciler import chunk, stages
+from services.reconciler.decide import CLEANED_ADDRESS
 from services.reconciler.example_plugins import ContactNamesPlugin
 
 pytestmark = pytest.mark.integration
@@ -133,6 +134,23 @@ def test_a_mixed_chunk_is_decided_and_written_in_bulk(world: World) -> None:
     assert cache_sql.status_counts(w.conn, LIST_ID)[SyncStatus.TODO] == 0
 
 
+def test_a_row_that_cannot_sync_keeps_why_until_it_is_decided_otherwise(world: World) -> None:
+    fay = world.contact("Fay", "fay@example.org")
+    world.history(fay, ADDED, T0 + 2 * H)
+    row = world.row("fay@example.org", "cleaned", fay, at=T0, sync_status="todo")
+
+    reconcile_all(world)
+    failed = world.rows()[row]
+
+    world.history(fay, REMOVED, T0 + 3 * H)  # the CRM lets her go: nothing left to do
+    stages.check_for_group_changes(world.conn, world.sc, None)
+    reconcile_all(world)
+    settled = world.rows()[row]
+
+    assert (failed["sync_status"], failed["fail_reason"]) == ("fail", CLEANED_ADDRESS)
+    assert (settled["sync_status"], settled["fail_reason"]) == ("ok", None)
+
+
 def test_reconciling_again_finds_nothing_to_do(world: World) -> None:
     b = world.contact("b", "b@example.org")
     world.row("b@example.org", "subscribed", b, sync_status="todo")
@@ -177,7 +195,9 @@ def test_plugin_data_goes_to_mailchimp_once_unless_its_update_failed(db: sa.Conn
 
     assert len(w.updates()) == queued_first == 2
 
-    batches_sql.set_rows_status(w.conn, [row], SyncStatus.FAIL)  # Mailchimp refused it
+    open_updates = updates_sql.load_open_updates(w.conn, [row])[row]
+    refused = [batches_sql.Completion(u.update_id, "Invalid Resource") for u in open_updates]
+    batches_sql.fail_rows_of_updates(w.conn, batches_sql.complete_updates(w.conn, refused))
     stages.check_for_group_changes(w.conn, w.sc, None)
     stages.check_for_data_updates(w.conn, w.sc, plugins)
     reconcile_all(w)

@@ -148,6 +148,7 @@ def test_any_other_error_completes_the_update_and_fails_the_row(audience: Audien
     (failed,) = updates(audience.engine)
     assert failed.completed and failed.error_response.startswith("400 Invalid Resource")
     assert rows(audience.engine)[cache_id].sync_status == "fail"
+    assert rows(audience.engine)[cache_id].fail_reason == failed.error_response
 
 
 def test_an_update_that_cannot_be_an_operation_is_rejected_without_being_sent(
@@ -161,6 +162,7 @@ def test_an_update_that_cannot_be_an_operation_is_rejected_without_being_sent(
     assert (report.batches_posted, report.rejected) == (0, 1)
     assert updates(audience.engine)[0].completed
     assert rows(audience.engine)[cache_id].sync_status == "fail"
+    assert rows(audience.engine)[cache_id].fail_reason == updates(audience.engine)[0].error_response
     assert audience.batch_posts() == 0
 
 
