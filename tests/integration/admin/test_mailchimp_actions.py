@@ -256,8 +256,11 @@ def test_abortsync_deletes_the_batch_in_flight_and_aborts_its_updates_and_the_un
     assert [(u.completed, u.error_response) for u in _table(world.engine, update)] == [
         (True, "aborted")
     ] * 4
-    statuses = {r.id: r.sync_status for r in _table(world.engine, cache)}
-    assert statuses == {**dict.fromkeys(sent_rows + waiting_rows, "fail"), untouched: "live"}
+    statuses = {r.id: (r.sync_status, r.fail_reason) for r in _table(world.engine, cache)}
+    assert statuses == {
+        **dict.fromkeys(sent_rows + waiting_rows, ("fail", "aborted")),
+        untouched: ("live", None),
+    }
     state = _run_state(world.engine, world.list_id)
     assert (state.run_id, state.stage) == (None, Stage.READY_TO_FETCH)
     assert "sync aborted (abortsync)" in _log(world.engine, world.list_id)[-1]["message"]
