@@ -117,6 +117,7 @@ def check_for_group_changes(
     if since is None:
         marked = cache.mark_all_contacts_todo(conn, sc.list_id)
     else:
+        crm.refresh_history_statistics(conn)
         marked = cache.mark_group_changes_todo(conn, sc.list_id, sc.group_ids, since)
     return StageReport(Stage.READY_TO_CHECK_FOR_GROUP_CHANGES, {"marked_todo": marked})
 
