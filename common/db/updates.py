@@ -126,7 +126,8 @@ _QUEUE_EMAIL_CHANGES = sa.text("""
         ORDER BY c.id, e.is_bulkmail DESC, e.is_primary DESC, e.id
     ), changes AS (
         SELECT k.id, k.best FROM candidates k
-        WHERE lower(k.best) <> lower(k.mailchimp_email)
+        -- Most addresses are the same text: the plain comparison spares lower() for them.
+        WHERE k.best <> k.mailchimp_email AND lower(k.best) <> lower(k.mailchimp_email)
           AND NOT EXISTS (
               SELECT 1 FROM civicrm_mailchimpsync_cache o
               WHERE o.mailchimp_list_id = :list_id
