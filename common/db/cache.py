@@ -194,7 +194,7 @@ def load_mailchimp_data(
         return {}
     # A first fetch fills a table whose statistics know nothing of the audience yet (nothing
     # analyzes it until the fetch ends, and a new audience is missing from older statistics):
-    # the planner takes it for a few rows and read all of it for every page (seq scan, or a
+    # the planner takes it for a few rows and reads all of it for every page (seq scan, or a
     # hash or a nested loop over the audience's rows), quadratic in its size: 11 s of the
     # 100k benchmark's 91 pages. A lookup by the unique key always wants one index probe per
     # member id, so the planner is left only that (see _PROBES_ONLY).
@@ -246,6 +246,18 @@ def refresh_statistics(conn: sa.Connection) -> None:
     """ANALYZE the cache: a big fetch changes it faster than autovacuum notices, and the
     stages' joins planned on stale statistics go nested-loop."""
     conn.execute(sa.text("ANALYZE civicrm_mailchimpsync_cache"))
+
+
+def refresh_statistics_if_outgrown(conn: sa.Connection) -> bool:
+    """ANALYZE the cache if it has changed by more than half (and 1000 rows) since it was last
+    analyzed, as during a first fetch into an empty cache or a new audience: statistics that
+    know nothing of the audience make every index of its rows look alike to the planner.
+    Cheap to ask after every page; it analyzes a growing audience a few times, not per page.
+    Returns whether it analyzed."""
+    if not conn.execute(_STATISTICS_OUTGROWN).scalar_one():
+        return False
+    refresh_statistics(conn)
+    return True
 
 
 def status_counts(conn: sa.Connection, list_id: str) -> dict[SyncStatus, int]:
@@ -502,6 +514,13 @@ _UPSERT_FETCHED = sa.text("""
        OR c.mailchimp_updated IS DISTINCT FROM EXCLUDED.mailchimp_updated
        OR c.mailchimp_data IS DISTINCT FROM EXCLUDED.mailchimp_data
 """)
+# Changes since the last ANALYZE (as the statistics system last heard) against its rows;
+# of the pages asking at once, only the one taking the advisory lock analyzes.
+_STATISTICS_OUTGROWN = sa.text("""
+    SELECT CASE WHEN pg_stat_get_mod_since_analyze(c.oid) > greatest(1000, c.reltuples * 0.5)
+        THEN pg_try_advisory_xact_lock(hashtext('mcsync: analyze the cache')) ELSE false END
+    FROM pg_class c WHERE c.oid = CAST('civicrm_mailchimpsync_cache' AS regclass)
+""")
 # For the rest of the transaction (:on 'off') or back to normal (:on 'on'): no seq or bitmap
 # scans, and each execution planned afresh (a generic plan made while the audience was still
 # tiny, when every index of the table looked alike, stayed for the whole fetch).
@@ -511,14 +530,16 @@ _PROBES_ONLY = sa.text("""
             true)
 """)
 # One probe of the unique index per member id: the LIMIT keeps each probe a subquery, which
-# the planner cannot turn into a join that reads the audience (with _PROBES_ONLY).
+# the planner cannot turn into a join that reads the audience (with _PROBES_ONLY), and the
+# ORDER BY is the unique index's own order, so no other index of the audience's rows (all
+# led by the audience id, and all alike to a planner that thinks the audience tiny) ties it.
 _LOAD_MAILCHIMP_DATA = sa.text("""
     SELECT c.mailchimp_member_id, c.mailchimp_data
     FROM unnest(CAST(:ids AS text[])) AS k(member_id)
     CROSS JOIN LATERAL (
         SELECT o.mailchimp_member_id, o.mailchimp_data FROM civicrm_mailchimpsync_cache o
         WHERE o.mailchimp_list_id = :list_id AND o.mailchimp_member_id = k.member_id
-        LIMIT 1
+        ORDER BY o.mailchimp_list_id, o.mailchimp_member_id LIMIT 1
     ) AS c
 """)
 # Two index probes (member id, then address), never a scan of the audience.

@@ -150,6 +150,8 @@ def fetch_page(deps: Deps, message: FetchPage) -> list[Message]:
     # Not inside the page's transaction: that one shares the status row with other pages.
     with deps.engine.begin() as conn:
         runs.heartbeat(conn, message.list_id, message.run_id, deps.clock())
+    with deps.engine.begin() as conn:
+        cache.refresh_statistics_if_outgrown(conn)
     return _finish_fetch_if_done(deps, connection, message)
 
 

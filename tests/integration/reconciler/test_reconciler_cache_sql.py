@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -65,3 +67,41 @@ def test_status_counts(world: World) -> None:
     counts = cache.status_counts(world.conn, LIST_ID)
     assert counts[SyncStatus.TODO] == counts[SyncStatus.FAIL] == 1
     assert counts[SyncStatus.OK] == 0
+
+
+def _plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from _plan_nodes(child)
+
+
+def test_a_growing_audience_is_analyzed_so_page_lookups_probe_the_unique_index(
+    committing_db: sa.Connection,
+) -> None:
+    conn = committing_db
+    # As in a first fetch: statistics taken of an empty cache, then pages of members merged.
+    conn.execute(sa.text("ANALYZE civicrm_mailchimpsync_cache"))
+    conn.commit()
+    assert not cache.refresh_statistics_if_outgrown(conn)  # nothing new yet
+    cache.upsert_fetched(conn, LIST_ID, [fetched(n) for n in range(5000)])
+    conn.commit()
+    conn.execute(sa.text("SELECT pg_stat_force_next_flush()"))  # as an idle backend would
+    conn.commit()
+
+    analyzed = cache.refresh_statistics_if_outgrown(conn)
+    conn.commit()
+
+    page = [f"m{n}" for n in range(2000, 3000)]
+    conn.execute(cache._PROBES_ONLY, {"on": "off"})  # what load_mailchimp_data runs
+    explained = conn.execute(
+        sa.text("EXPLAIN (FORMAT JSON) " + cache._LOAD_MAILCHIMP_DATA.text),
+        {"list_id": LIST_ID, "ids": page},
+    ).scalar_one()
+    nodes = list(_plan_nodes(explained[0]["Plan"]))
+    conn.rollback()
+
+    assert analyzed and not cache.refresh_statistics_if_outgrown(conn)
+    scans = {(n["Node Type"], n.get("Index Name")) for n in nodes if "Relation Name" in n}
+    assert scans == {("Index Scan", "uq_civicrm_mailchimpsync_cache_mailchimp_list_id_mailch_0544")}
+    assert {"Hash Join", "Merge Join", "Materialize"}.isdisjoint(n["Node Type"] for n in nodes)
+    assert len(cache.load_mailchimp_data(conn, LIST_ID, page)) == 1000
