@@ -192,15 +192,12 @@ def load_mailchimp_data(
     ids = list(member_ids)
     if not ids:
         return {}
-    # A first fetch fills a table whose statistics know nothing of the audience yet (nothing
-    # analyzes it until the fetch ends, and a new audience is missing from older statistics):
-    # the planner takes it for a few rows and reads all of it for every page (seq scan, or a
-    # hash or a nested loop over the audience's rows), quadratic in its size: 11 s of the
-    # 100k benchmark's 91 pages. A lookup by the unique key always wants one index probe per
-    # member id, so the planner is left only that (see _PROBES_ONLY).
-    conn.execute(_PROBES_ONLY, {"on": "off"})
+    # A first fetch fills a table whose statistics say "empty" until the fetcher analyzes it
+    # (refresh_statistics_if_outgrown): a seq scan then looks as cheap as the index, for
+    # every page. A lookup by the unique key always wants the index.
+    conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
     result = conn.execute(_LOAD_MAILCHIMP_DATA, {"list_id": list_id, "ids": ids}).all()
-    conn.execute(_PROBES_ONLY, {"on": "on"})
+    conn.execute(sa.text("SET LOCAL enable_seqscan = on"))
     return {str(member_id): data for member_id, data in result}
 
 
@@ -521,26 +518,13 @@ _STATISTICS_OUTGROWN = sa.text("""
         THEN pg_try_advisory_xact_lock(hashtext('mcsync: analyze the cache')) ELSE false END
     FROM pg_class c WHERE c.oid = CAST('civicrm_mailchimpsync_cache' AS regclass)
 """)
-# For the rest of the transaction (:on 'off') or back to normal (:on 'on'): no seq or bitmap
-# scans, and each execution planned afresh (a generic plan made while the audience was still
-# tiny, when every index of the table looked alike, stayed for the whole fetch).
-_PROBES_ONLY = sa.text("""
-    SELECT set_config('enable_seqscan', :on, true), set_config('enable_bitmapscan', :on, true),
-        set_config('plan_cache_mode', CASE :on WHEN 'off' THEN 'force_custom_plan' ELSE 'auto' END,
-            true)
-""")
-# One probe of the unique index per member id: the LIMIT keeps each probe a subquery, which
-# the planner cannot turn into a join that reads the audience (with _PROBES_ONLY), and the
-# ORDER BY is the unique index's own order, so no other index of the audience's rows (all
-# led by the audience id, and all alike to a planner that thinks the audience tiny) ties it.
+# One probe of the unique index per member id once statistics know the audience (with seq
+# scans off, see load_mailchimp_data).
 _LOAD_MAILCHIMP_DATA = sa.text("""
     SELECT c.mailchimp_member_id, c.mailchimp_data
     FROM unnest(CAST(:ids AS text[])) AS k(member_id)
-    CROSS JOIN LATERAL (
-        SELECT o.mailchimp_member_id, o.mailchimp_data FROM civicrm_mailchimpsync_cache o
-        WHERE o.mailchimp_list_id = :list_id AND o.mailchimp_member_id = k.member_id
-        ORDER BY o.mailchimp_list_id, o.mailchimp_member_id LIMIT 1
-    ) AS c
+    JOIN civicrm_mailchimpsync_cache c
+        ON c.mailchimp_list_id = :list_id AND c.mailchimp_member_id = k.member_id
 """)
 # Two index probes (member id, then address), never a scan of the audience.
 _ROW_OF_MEMBER = sa.text("""
