@@ -96,15 +96,6 @@ def interests_and_times(data: Mapping[str, Any]) -> tuple[dict[str, bool], dict[
     return flags, times
 
 
-def interests(data: Mapping[str, Any]) -> dict[str, bool]:
-    """The interest flags stored in ``data``, by interest id."""
-    return {
-        key.removeprefix(INTEREST_PREFIX): bool(value)
-        for key, value in data.items()
-        if key.startswith(INTEREST_PREFIX) and not key.endswith(CHANGED_AT_SUFFIX)
-    }
-
-
 @dataclass(frozen=True, slots=True)
 class FetchedMember:
     """One member as fetched from ``GET /lists/{id}/members``, reduced to what we keep."""
