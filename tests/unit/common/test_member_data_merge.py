@@ -173,7 +173,10 @@ members = st.builds(
     member_id=st.just("m"),
     email=st.just("a@example.org"),
     status=st.sampled_from(MailchimpStatus),
-    last_changed=st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=2))])),
+    # From year 2: 0001-01-01 at +02:00 is before the first instant a UTC datetime can hold.
+    last_changed=st.datetimes(
+        min_value=datetime(2, 1, 1), timezones=st.sampled_from([UTC, timezone(timedelta(hours=2))])
+    ),
     first_name=st.sampled_from(["", "Ann", "Bob"]),
     last_name=st.sampled_from(["", "Lee"]),
     interests=st.dictionaries(st.sampled_from(["i1", "i2"]), st.booleans()),
