@@ -26,6 +26,7 @@ from common.vocabulary import PLUGIN_DATA_SENT, GroupStatus, SyncStatus
 __all__ = [
     "ClaimedRow",
     "DecidedRow",
+    "EarlierRow",
     "FetchedRow",
     "NewMember",
     "PluginSource",
@@ -37,7 +38,7 @@ __all__ = [
     "delete_crm_only_duplicates",
     "delete_orphan_rows",
     "group_snapshot",
-    "load_mailchimp_data",
+    "load_earlier_rows",
     "load_plugin_rows",
     "mark_all_contacts_todo",
     "mark_contacts_todo",
@@ -64,6 +65,16 @@ class FetchedRow:
     status: str
     updated: datetime
     mailchimp_data: Mapping[str, Any]
+    linked: bool = False  # its row has a contact already: no owner of the email is looked for
+
+
+@dataclass(frozen=True)
+class EarlierRow:
+    """What a member's row held before a fetch: its Mailchimp data and whether it is linked
+    to a contact."""
+
+    mailchimp_data: dict[str, Any] | None
+    linked: bool
 
 
 @dataclass(frozen=True)
@@ -140,10 +151,18 @@ class _Scoped:
 # --- the fetcher -----------------------------------------------------------------------
 
 
-def upsert_fetched(conn: sa.Connection, list_id: str, rows: Sequence[FetchedRow]) -> int:
+def upsert_fetched(
+    conn: sa.Connection, list_id: str, subscription_group_id: int, rows: Sequence[FetchedRow]
+) -> int:
     """Insert or update fetched members (keyed by audience + member id) as ``todo``; a row
     that already holds exactly what was fetched is left as it is (the incremental fetch
     reads back every member the last run's batches changed, whose results are applied).
+
+    A row not ``linked`` to a contact is linked on the way to the owner of its email that
+    ``readyToFixContactIds`` would choose (the phases of ``match_contacts_by_email``): a row
+    written once instead of written then rewritten with its contact, and the owners looked
+    up a page at a time by parallel fetchers rather than by one statement over the audience.
+    That stage still matches what is left, after unlinking deleted contacts.
 
     One statement; returns the number of rows written. Duplicate member ids in ``rows``
     keep the last one.
@@ -158,37 +177,47 @@ def upsert_fetched(conn: sa.Connection, list_id: str, rows: Sequence[FetchedRow]
             "status": r.status,
             "updated": r.updated.isoformat(),
             "data": r.mailchimp_data,
+            "linked": r.linked,
         }
         for r in latest.values()
     ]
-    return conn.execute(_UPSERT_FETCHED, {"list_id": list_id, "rows": json_rows(payload)}).rowcount
+    params = {"list_id": list_id, "group_id": subscription_group_id, "rows": json_rows(payload)}
+    params["added"] = GroupStatus.ADDED.value
+    return int(conn.execute(_UPSERT_FETCHED, params).rowcount)
 
 
-def merge_fetched(conn: sa.Connection, list_id: str, members: Sequence[FetchedMember]) -> int:
-    """Merge fetched members into their rows (per-field change times kept), as ``todo``.
+def merge_fetched(
+    conn: sa.Connection, list_id: str, subscription_group_id: int, members: Sequence[FetchedMember]
+) -> int:
+    """Merge fetched members into their rows (per-field change times kept), as ``todo``;
+    a row without a contact is linked to its email's owner (see ``upsert_fetched``).
 
     Two statements whatever the page's size; rows are written in member-id order, one lock
     order for concurrent pages.
     """
     ordered = sorted(members, key=lambda member: member.member_id)
-    previous = load_mailchimp_data(conn, list_id, [m.member_id for m in ordered])
-    rows = [
-        FetchedRow(
-            member_id=member.member_id,
-            email=member.email,
-            status=member.status.value,
-            updated=member.last_changed,
-            mailchimp_data=merge_mailchimp_data(previous.get(member.member_id), member),
+    earlier = load_earlier_rows(conn, list_id, [m.member_id for m in ordered])
+    rows = []
+    for member in ordered:
+        row = earlier.get(member.member_id)
+        previous = row.mailchimp_data if row is not None else None
+        rows.append(
+            FetchedRow(
+                member_id=member.member_id,
+                email=member.email,
+                status=member.status.value,
+                updated=member.last_changed,
+                mailchimp_data=merge_mailchimp_data(previous, member),
+                linked=row is not None and row.linked,
+            )
         )
-        for member in ordered
-    ]
-    return upsert_fetched(conn, list_id, rows)
+    return upsert_fetched(conn, list_id, subscription_group_id, rows)
 
 
-def load_mailchimp_data(
+def load_earlier_rows(
     conn: sa.Connection, list_id: str, member_ids: Iterable[str]
-) -> dict[str, dict[str, Any] | None]:
-    """``mailchimp_data`` of the audience's rows with these member ids (absent: no row)."""
+) -> dict[str, EarlierRow]:
+    """The audience's rows with these member ids, by member id (absent: no row)."""
     ids = list(member_ids)
     if not ids:
         return {}
@@ -196,9 +225,9 @@ def load_mailchimp_data(
     # (refresh_statistics_if_outgrown): a seq scan then looks as cheap as the index, for
     # every page. A lookup by the unique key always wants the index.
     conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
-    result = conn.execute(_LOAD_MAILCHIMP_DATA, {"list_id": list_id, "ids": ids}).all()
+    result = conn.execute(_LOAD_EARLIER_ROWS, {"list_id": list_id, "ids": ids}).all()
     conn.execute(sa.text("SET LOCAL enable_seqscan = on"))
-    return {str(member_id): data for member_id, data in result}
+    return {str(member_id): EarlierRow(data, linked) for member_id, data, linked in result}
 
 
 @dataclass(frozen=True)
@@ -494,23 +523,63 @@ def set_sync_statuses(conn: sa.Connection, statuses: Sequence[RowStatus]) -> int
     return conn.execute(_SET_STATUSES, params).rowcount
 
 
-_UPSERT_FETCHED = sa.text("""
+# The phases of services.reconciler.match in one ordering, for the addresses of a CTE
+# ``unmatched(em)`` (lower-cased): among the undeleted owners of an address, a sole owner wins
+# (phase 1); else Added to the group, then any history in it, then the lowest id. Gives
+# ``chosen(em, contact_id, phase)``. tests/integration/reconciler checks it agrees with
+# match_rows.
+_CHOSEN_OWNERS = """
+    owners AS (
+        SELECT DISTINCT lower(e.email) AS em, e.contact_id
+        FROM civicrm_email e JOIN civicrm_contact k ON k.id = e.contact_id AND NOT k.is_deleted
+        WHERE lower(e.email) IN (SELECT em FROM unmatched)
+    ), counted AS (
+        SELECT o.em, o.contact_id, count(*) OVER (PARTITION BY o.em) AS n_owners FROM owners o
+    ), ranked AS (
+        -- A sole owner needs no tie-break: CASE probes the group only for shared addresses.
+        SELECT o.em, o.contact_id, o.n_owners,
+            CASE WHEN o.n_owners > 1 THEN EXISTS (
+                SELECT 1 FROM civicrm_group_contact gc
+                WHERE gc.contact_id = o.contact_id AND gc.group_id = :group_id
+                  AND gc.status = :added) ELSE false END AS added,
+            CASE WHEN o.n_owners > 1 THEN EXISTS (
+                SELECT 1 FROM civicrm_subscription_history h
+                WHERE h.contact_id = o.contact_id AND h.group_id = :group_id) ELSE false END
+                AS history
+        FROM counted o
+    ), chosen AS (
+        SELECT DISTINCT ON (em) em, contact_id,
+            CASE WHEN n_owners = 1 THEN 1 WHEN added THEN 2 WHEN history THEN 3 ELSE 4 END
+                AS phase
+        FROM ranked ORDER BY em, added DESC, history DESC, contact_id
+    )
+"""
+_UPSERT_FETCHED = sa.text(f"""
+    WITH r AS (
+        SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(member_id text,
+            email text, status text, updated timestamptz, data jsonb, linked boolean)
+    ), unmatched AS (
+        SELECT DISTINCT lower(r.email) AS em FROM r WHERE NOT r.linked AND r.email IS NOT NULL
+    ), {_CHOSEN_OWNERS}
     INSERT INTO civicrm_mailchimpsync_cache AS c (mailchimp_list_id, mailchimp_member_id,
-        mailchimp_email, mailchimp_status, mailchimp_updated, mailchimp_data, sync_status)
-    SELECT :list_id, r.member_id, r.email, r.status, r.updated, r.data, 'todo'
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-        AS r(member_id text, email text, status text, updated timestamptz, data jsonb)
+        mailchimp_email, mailchimp_status, mailchimp_updated, mailchimp_data,
+        civicrm_contact_id, sync_status)
+    SELECT :list_id, r.member_id, r.email, r.status, r.updated, r.data, ch.contact_id, 'todo'
+    FROM r LEFT JOIN chosen ch ON NOT r.linked AND ch.em = lower(r.email)
     ON CONFLICT (mailchimp_list_id, mailchimp_member_id) DO UPDATE SET
         mailchimp_email = EXCLUDED.mailchimp_email,
         mailchimp_status = EXCLUDED.mailchimp_status,
         mailchimp_updated = EXCLUDED.mailchimp_updated,
         mailchimp_data = EXCLUDED.mailchimp_data,
+        civicrm_contact_id = coalesce(c.civicrm_contact_id, EXCLUDED.civicrm_contact_id),
         sync_status = 'todo'
     WHERE c.mailchimp_email IS DISTINCT FROM EXCLUDED.mailchimp_email
        OR c.mailchimp_status IS DISTINCT FROM EXCLUDED.mailchimp_status
        OR c.mailchimp_updated IS DISTINCT FROM EXCLUDED.mailchimp_updated
        OR c.mailchimp_data IS DISTINCT FROM EXCLUDED.mailchimp_data
+       OR (c.civicrm_contact_id IS NULL AND EXCLUDED.civicrm_contact_id IS NOT NULL)
 """)
+
 # Changes since the last ANALYZE (as the statistics system last heard) against its rows;
 # of the pages asking at once, only the one taking the advisory lock analyzes.
 _STATISTICS_OUTGROWN = sa.text("""
@@ -519,9 +588,9 @@ _STATISTICS_OUTGROWN = sa.text("""
     FROM pg_class c WHERE c.oid = CAST('civicrm_mailchimpsync_cache' AS regclass)
 """)
 # One probe of the unique index per member id once statistics know the audience (with seq
-# scans off, see load_mailchimp_data).
-_LOAD_MAILCHIMP_DATA = sa.text("""
-    SELECT c.mailchimp_member_id, c.mailchimp_data
+# scans off, see load_earlier_rows).
+_LOAD_EARLIER_ROWS = sa.text("""
+    SELECT c.mailchimp_member_id, c.mailchimp_data, c.civicrm_contact_id IS NOT NULL
     FROM unnest(CAST(:ids AS text[])) AS k(member_id)
     JOIN civicrm_mailchimpsync_cache c
         ON c.mailchimp_list_id = :list_id AND c.mailchimp_member_id = k.member_id
@@ -566,38 +635,12 @@ _DELETE_ORPHANS = sa.text("""
     WHERE mailchimp_list_id = :list_id
       AND mailchimp_member_id IS NULL AND civicrm_contact_id IS NULL
 """)
-# The phases of services.reconciler.match in one ordering: among the undeleted owners of an
-# address, a sole owner wins (phase 1); else Added to the group, then any history in it,
-# then the lowest id. tests/integration/reconciler checks it agrees with match_rows.
-_MATCH_BY_EMAIL = _Scoped.of("""
+_MATCH_BY_EMAIL = _Scoped.of(f"""
     WITH unmatched AS (
         SELECT c.id, lower(c.mailchimp_email) AS em FROM civicrm_mailchimpsync_cache c
         WHERE c.mailchimp_list_id = :list_id AND c.civicrm_contact_id IS NULL
-          AND c.mailchimp_email IS NOT NULL {rows}
-    ), owners AS (
-        SELECT DISTINCT lower(e.email) AS em, e.contact_id
-        FROM civicrm_email e JOIN civicrm_contact k ON k.id = e.contact_id AND NOT k.is_deleted
-        WHERE lower(e.email) IN (SELECT em FROM unmatched)
-    ), counted AS (
-        SELECT o.em, o.contact_id, count(*) OVER (PARTITION BY o.em) AS n_owners FROM owners o
-    ), ranked AS (
-        -- A sole owner needs no tie-break: CASE probes the group only for shared addresses.
-        SELECT o.em, o.contact_id, o.n_owners,
-            CASE WHEN o.n_owners > 1 THEN EXISTS (
-                SELECT 1 FROM civicrm_group_contact gc
-                WHERE gc.contact_id = o.contact_id AND gc.group_id = :group_id
-                  AND gc.status = :added) ELSE false END AS added,
-            CASE WHEN o.n_owners > 1 THEN EXISTS (
-                SELECT 1 FROM civicrm_subscription_history h
-                WHERE h.contact_id = o.contact_id AND h.group_id = :group_id) ELSE false END
-                AS history
-        FROM counted o
-    ), chosen AS (
-        SELECT DISTINCT ON (em) em, contact_id,
-            CASE WHEN n_owners = 1 THEN 1 WHEN added THEN 2 WHEN history THEN 3 ELSE 4 END
-                AS phase
-        FROM ranked ORDER BY em, added DESC, history DESC, contact_id
-    ), matched AS (
+          AND c.mailchimp_email IS NOT NULL {ROWS}
+    ), {_CHOSEN_OWNERS}, matched AS (
         UPDATE civicrm_mailchimpsync_cache c
         SET civicrm_contact_id = ch.contact_id, sync_status = 'todo'
         FROM unmatched u JOIN chosen ch ON ch.em = u.em

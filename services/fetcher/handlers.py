@@ -143,7 +143,7 @@ def fetch_page(deps: Deps, message: FetchPage) -> list[Message]:
     with deps.engine.begin() as conn:
         if not runs.share(conn, message.list_id, message.run_id, FETCH):
             return []
-        cache.merge_fetched(conn, message.list_id, members)
+        cache.merge_fetched(conn, message.list_id, connection.subscription_group_id, members)
         runs.mark_fetched(
             conn, message.list_id, message.run_id, message.offset, len(members), deps.clock()
         )

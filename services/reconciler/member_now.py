@@ -106,7 +106,7 @@ def apply_event(
     if event.type is AudienceEventType.UPEMAIL:
         _move_to_new_address(conn, sc, event, member)
     if member is not None:
-        cache.merge_fetched(conn, sc.list_id, [member])
+        cache.merge_fetched(conn, sc.list_id, sc.subscription_group_id, [member])
     row = cache.row_of_member(conn, sc.list_id, member.member_id if member else None, event.email)
     if row is None:
         return Outcome("nothing to do: the member is neither at Mailchimp nor in the cache")

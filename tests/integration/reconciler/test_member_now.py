@@ -110,7 +110,7 @@ def test_a_member_a_fetch_already_stored_is_still_decided(world: World) -> None:
     jo = w.contact("Jo", "jo@example.org")
     w.history(jo, REMOVED, T0 - H)
     found = member("jo@example.org", "subscribed", T0)
-    cache_sql.merge_fetched(w.conn, LIST_ID, [found])  # the incremental fetch came first
+    cache_sql.merge_fetched(w.conn, LIST_ID, w.group, [found])  # the incremental fetch came first
     w.conn.execute(
         sa.text(
             "UPDATE civicrm_mailchimpsync_cache SET sync_status = 'ok', civicrm_contact_id = :c"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -10,7 +11,9 @@ from reconciler_support import LIST_ID, T0, World
 
 from common.db import cache
 from common.db.cache import FetchedRow
-from common.vocabulary import SyncStatus
+from common.vocabulary import GroupStatus, SyncStatus
+
+NO_GROUP = 0  # no group: the test has no shared addresses to rank
 
 pytestmark = pytest.mark.integration
 
@@ -21,10 +24,10 @@ def fetched(n: int, status: str = "subscribed", name: str = "A") -> FetchedRow:
 
 
 def test_fetched_members_are_inserted_then_updated_as_todo(world: World) -> None:
-    assert cache.upsert_fetched(world.conn, LIST_ID, [fetched(1), fetched(2)]) == 2
+    assert cache.upsert_fetched(world.conn, LIST_ID, world.group, [fetched(1), fetched(2)]) == 2
     world.conn.execute(sa.text("UPDATE civicrm_mailchimpsync_cache SET sync_status = 'ok'"))
 
-    cache.upsert_fetched(world.conn, LIST_ID, [fetched(1, "unsubscribed", "B")])
+    cache.upsert_fetched(world.conn, LIST_ID, world.group, [fetched(1, "unsubscribed", "B")])
 
     rows = {r["mailchimp_member_id"]: r for r in world.rows().values()}
     assert rows["m1"]["mailchimp_status"] == "unsubscribed"
@@ -34,28 +37,66 @@ def test_fetched_members_are_inserted_then_updated_as_todo(world: World) -> None
 
 
 def test_a_member_fetched_back_unchanged_leaves_its_row_as_it_was(world: World) -> None:
-    cache.upsert_fetched(world.conn, LIST_ID, [fetched(1), fetched(2)])
+    cache.upsert_fetched(world.conn, LIST_ID, world.group, [fetched(1), fetched(2)])
     world.conn.execute(sa.text("UPDATE civicrm_mailchimpsync_cache SET sync_status = 'ok'"))
 
-    written = cache.upsert_fetched(world.conn, LIST_ID, [fetched(1), fetched(2, "unsubscribed")])
+    written = cache.upsert_fetched(
+        world.conn, LIST_ID, world.group, [fetched(1), fetched(2, "unsubscribed")]
+    )
 
     rows = {r["mailchimp_member_id"]: r["sync_status"] for r in world.rows().values()}
     assert (written, rows) == (1, {"m1": "ok", "m2": "todo"})
 
 
-def test_load_mailchimp_data_returns_the_stored_data_of_known_members(world: World) -> None:
-    cache.upsert_fetched(world.conn, LIST_ID, [fetched(1)])
+def test_load_earlier_rows_returns_the_stored_data_of_known_members(world: World) -> None:
+    world.contact("Pat", "p1@example.org")
+    cache.upsert_fetched(world.conn, LIST_ID, world.group, [fetched(1), fetched(2)])
 
-    found = cache.load_mailchimp_data(world.conn, LIST_ID, ["m1", "unknown"])
+    found = cache.load_earlier_rows(world.conn, LIST_ID, ["m1", "m2", "unknown"])
 
-    assert found == {"m1": fetched(1).mailchimp_data}
+    assert found == {
+        "m1": cache.EarlierRow(fetched(1).mailchimp_data, linked=True),
+        "m2": cache.EarlierRow(fetched(2).mailchimp_data, linked=False),
+    }
 
 
 def test_a_thousand_fetched_members_are_written_in_one_statement(
     world: World, statements: list[str]
 ) -> None:
-    assert cache.upsert_fetched(world.conn, LIST_ID, [fetched(n) for n in range(1000)]) == 1000
+    assert (
+        cache.upsert_fetched(world.conn, LIST_ID, world.group, [fetched(n) for n in range(1000)])
+        == 1000
+    )
     assert len(statements) == 1
+
+
+def test_a_fetched_member_arrives_linked_to_the_owner_of_its_email(world: World) -> None:
+    pat = world.contact("Pat", "P1@example.org")
+
+    cache.upsert_fetched(world.conn, LIST_ID, world.group, [fetched(1), fetched(2)])
+
+    rows = {r["mailchimp_member_id"]: r["civicrm_contact_id"] for r in world.rows().values()}
+    assert rows == {"m1": pat, "m2": None}
+
+
+def test_a_linked_row_keeps_its_contact_and_an_unlinked_one_is_linked_when_fetched_back(
+    world: World,
+) -> None:
+    pat = world.contact("Pat", "p1@example.org")
+    cache.upsert_fetched(world.conn, LIST_ID, world.group, [fetched(1), fetched(2)])
+    world.conn.execute(sa.text("UPDATE civicrm_mailchimpsync_cache SET sync_status = 'ok'"))
+    lee = world.contact("Lee", "p1@example.org")
+    world.history(lee, GroupStatus.ADDED, T0)  # would now win p1 in readyToFixContactIds
+    sam = world.contact("Sam", "p2@example.org")
+
+    m1_linked = replace(fetched(1), linked=True)  # as merge_fetched says of m1's row
+    cache.upsert_fetched(world.conn, LIST_ID, world.group, [m1_linked, fetched(2)])
+
+    rows = {
+        r["mailchimp_member_id"]: (r["civicrm_contact_id"], r["sync_status"])
+        for r in world.rows().values()
+    }
+    assert rows == {"m1": (pat, "ok"), "m2": (sam, "todo")}
 
 
 def test_status_counts(world: World) -> None:
@@ -75,7 +116,7 @@ def test_a_growing_audience_is_analyzed_so_the_planner_knows_its_rows(
     conn.execute(sa.text("ANALYZE civicrm_mailchimpsync_cache"))
     conn.commit()
     assert not cache.refresh_statistics_if_outgrown(conn)  # nothing new yet
-    cache.upsert_fetched(conn, LIST_ID, [fetched(n) for n in range(5000)])
+    cache.upsert_fetched(conn, LIST_ID, NO_GROUP, [fetched(n) for n in range(5000)])
     conn.commit()
     conn.execute(sa.text("SELECT pg_stat_force_next_flush()"))  # as an idle backend would
     conn.commit()

@@ -1,4 +1,5 @@
-"""The matching statement of readyToFixContactIds agrees with the pure ``match_rows``."""
+"""The matching statements (readyToFixContactIds, and a fetched page linking its new rows)
+agree with the pure ``match_rows``."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from reconciler_support import T0, World
+from reconciler_support import LIST_ID, T0, World
 
+from common.db import cache
 from common.vocabulary import GroupStatus
 from services.reconciler import stages
 from services.reconciler.match import Owner, RowToMatch, match_rows
@@ -16,7 +18,10 @@ from services.reconciler.match import Owner, RowToMatch, match_rows
 pytestmark = pytest.mark.integration
 
 
-def test_the_sql_matching_agrees_with_match_rows_on_a_varied_dataset(db: sa.Connection) -> None:
+@pytest.mark.parametrize("matched_by", ["readyToFixContactIds", "the fetched page"])
+def test_the_sql_matching_agrees_with_match_rows_on_a_varied_dataset(
+    db: sa.Connection, matched_by: str
+) -> None:
     rng = random.Random(20261123)
     w = World(db)
     other_group = w.interest_groups[0] if w.interest_groups else None
@@ -50,14 +55,22 @@ def test_the_sql_matching_agrees_with_match_rows_on_a_varied_dataset(db: sa.Conn
     for n in range(150):
         email = f"shared{n}@example.org"
         email = email.title() if n % 7 == 0 else email
-        rows.append(RowToMatch(w.row(email, "subscribed", member_id=f"m{n}"), email))
+        rows.append(RowToMatch(n, email))
 
-    stages.fix_contact_ids(db, w.sc)
+    if matched_by == "readyToFixContactIds":
+        for row in rows:
+            w.row(row.email, "subscribed", member_id=f"m{row.cache_id}")
+        stages.fix_contact_ids(db, w.sc)
+    else:
+        fetched = [
+            cache.FetchedRow(f"m{row.cache_id}", row.email, "subscribed", T0, {}) for row in rows
+        ]
+        cache.upsert_fetched(db, LIST_ID, w.group, fetched)
 
-    expected = {m.cache_id: m.contact_id for m in match_rows(rows, owners)}
+    expected = {f"m{m.cache_id}": m.contact_id for m in match_rows(rows, owners)}
     found = {
-        cid: r["civicrm_contact_id"]
-        for cid, r in w.rows().items()
+        r["mailchimp_member_id"]: r["civicrm_contact_id"]
+        for r in w.rows().values()
         if r["civicrm_contact_id"] is not None
     }
     assert found == expected
