@@ -274,15 +274,27 @@ def refresh_statistics(conn: sa.Connection) -> None:
     conn.execute(sa.text("ANALYZE civicrm_mailchimpsync_cache"))
 
 
-def refresh_statistics_if_outgrown(conn: sa.Connection) -> bool:
-    """ANALYZE the cache if it has changed by more than half (and 1000 rows) since it was last
-    analyzed, as during a first fetch into an empty cache or a new audience: statistics that
-    know nothing of the audience make every index of its rows look alike to the planner.
-    Cheap to ask after every page; it analyzes a growing audience a few times, not per page.
-    Returns whether it analyzed."""
-    if not conn.execute(_STATISTICS_OUTGROWN).scalar_one():
+def refresh_statistics_if_outgrown(conn: sa.Connection, list_id: str, rows_fetched: int) -> bool:
+    """ANALYZE the audience's key columns when the planner takes the audience for fewer than
+    half of the ``rows_fetched`` into it so far (and at least 1000), as during a first fetch
+    into an empty cache or of a new audience beside a big one: statistics that know nothing
+    of the audience make every index of its rows look alike to the planner. The planner
+    scales what it knows by the table's current size, so a growing audience is analyzed once
+    it has rows, and again only if its share of the table grows faster than the table.
+    Cheap to ask after every page (a plan, not a count); of the pages asking at once, only
+    the one taking the advisory lock analyzes. Returns whether it analyzed."""
+    if rows_fetched < 1000:
         return False
-    refresh_statistics(conn)
+    plan = conn.execute(_ESTIMATED_AUDIENCE_ROWS, {"list_id": list_id}).scalar_one()
+    if plan[0]["Plan"]["Plan Rows"] * 2 >= rows_fetched:
+        return False
+    if not conn.execute(_ANALYZE_LOCK).scalar_one():
+        return False
+    # Only the columns the page's lookup plans on: a whole-table ANALYZE (jsonb included)
+    # costs three times as much, and the stages after the fetch get one (refresh_statistics).
+    conn.execute(
+        sa.text("ANALYZE civicrm_mailchimpsync_cache (mailchimp_list_id, mailchimp_member_id)")
+    )
     return True
 
 
@@ -580,13 +592,11 @@ _UPSERT_FETCHED = sa.text(f"""
        OR (c.civicrm_contact_id IS NULL AND EXCLUDED.civicrm_contact_id IS NOT NULL)
 """)
 
-# Changes since the last ANALYZE (as the statistics system last heard) against its rows;
-# of the pages asking at once, only the one taking the advisory lock analyzes.
-_STATISTICS_OUTGROWN = sa.text("""
-    SELECT CASE WHEN pg_stat_get_mod_since_analyze(c.oid) > greatest(1000, c.reltuples * 0.5)
-        THEN pg_try_advisory_xact_lock(hashtext('mcsync: analyze the cache')) ELSE false END
-    FROM pg_class c WHERE c.oid = CAST('civicrm_mailchimpsync_cache' AS regclass)
+_ESTIMATED_AUDIENCE_ROWS = sa.text("""
+    EXPLAIN (FORMAT JSON)
+    SELECT 1 FROM civicrm_mailchimpsync_cache WHERE mailchimp_list_id = :list_id
 """)
+_ANALYZE_LOCK = sa.text("SELECT pg_try_advisory_xact_lock(hashtext('mcsync: analyze the cache'))")
 # One probe of the unique index per member id once statistics know the audience (with seq
 # scans off, see load_earlier_rows).
 _LOAD_EARLIER_ROWS = sa.text("""

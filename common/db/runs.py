@@ -307,6 +307,17 @@ def move_pages(conn: sa.Connection, list_id: str, from_run: str, to_run: str) ->
     )
 
 
+def members_fetched(conn: sa.Connection, list_id: str, run_id: str) -> int:
+    """The members the run's fetched pages held (one row per page: cheap at any size)."""
+    total = sa.func.coalesce(sa.func.sum(fetch_page.c.member_count), 0)
+    query = sa.select(total).where(
+        fetch_page.c.list_id == list_id,
+        fetch_page.c.run_id == run_id,
+        fetch_page.c.fetched_at.is_not(None),
+    )
+    return int(conn.execute(query).scalar_one())
+
+
 def mark_fetched(
     conn: sa.Connection, list_id: str, run_id: str, offset: int, count: int, now: datetime
 ) -> bool:

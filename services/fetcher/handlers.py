@@ -151,7 +151,8 @@ def fetch_page(deps: Deps, message: FetchPage) -> list[Message]:
     with deps.engine.begin() as conn:
         runs.heartbeat(conn, message.list_id, message.run_id, deps.clock())
     with deps.engine.begin() as conn:
-        cache.refresh_statistics_if_outgrown(conn)
+        fetched = runs.members_fetched(conn, message.list_id, message.run_id)
+        cache.refresh_statistics_if_outgrown(conn, message.list_id, fetched)
     return _finish_fetch_if_done(deps, connection, message)
 
 

@@ -108,6 +108,17 @@ def test_status_counts(world: World) -> None:
     assert counts[SyncStatus.OK] == 0
 
 
+def _planned_rows(conn: sa.Connection, list_id: str) -> int:
+    plan = conn.execute(
+        sa.text(
+            "EXPLAIN (FORMAT JSON) SELECT 1 FROM civicrm_mailchimpsync_cache "
+            "WHERE mailchimp_list_id = :l"
+        ),
+        {"l": list_id},
+    ).scalar_one()
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
 def test_a_growing_audience_is_analyzed_so_the_planner_knows_its_rows(
     committing_db: sa.Connection,
 ) -> None:
@@ -115,21 +126,34 @@ def test_a_growing_audience_is_analyzed_so_the_planner_knows_its_rows(
     # As in a first fetch: statistics taken of an empty cache, then pages of members merged.
     conn.execute(sa.text("ANALYZE civicrm_mailchimpsync_cache"))
     conn.commit()
-    assert not cache.refresh_statistics_if_outgrown(conn)  # nothing new yet
     cache.upsert_fetched(conn, LIST_ID, NO_GROUP, [fetched(n) for n in range(5000)])
     conn.commit()
-    conn.execute(sa.text("SELECT pg_stat_force_next_flush()"))  # as an idle backend would
+    assert _planned_rows(conn, LIST_ID) < 100
+
+    analyzed = cache.refresh_statistics_if_outgrown(conn, LIST_ID, rows_fetched=5000)
     conn.commit()
 
-    analyzed = cache.refresh_statistics_if_outgrown(conn)
+    assert analyzed and _planned_rows(conn, LIST_ID) == 5000
+    # Known now: more pages of the same audience do not analyze it again.
+    more = [replace(fetched(n), member_id=f"more{n}") for n in range(5000)]
+    cache.upsert_fetched(conn, LIST_ID, NO_GROUP, more)
+    conn.commit()
+    assert not cache.refresh_statistics_if_outgrown(conn, LIST_ID, rows_fetched=10_000)
+    assert _planned_rows(conn, LIST_ID) >= 9000  # the planner scales by the table's size
+
+
+def test_a_new_audience_beside_a_big_one_is_analyzed_once_it_has_rows(
+    committing_db: sa.Connection,
+) -> None:
+    conn = committing_db
+    cache.upsert_fetched(conn, LIST_ID, NO_GROUP, [fetched(n) for n in range(5000)])
+    conn.execute(sa.text("ANALYZE civicrm_mailchimpsync_cache"))
+    conn.commit()
+    assert not cache.refresh_statistics_if_outgrown(conn, "newaudience", rows_fetched=999)
+    newcomers = [replace(fetched(n), member_id=f"new{n}") for n in range(1000)]
+    cache.upsert_fetched(conn, "newaudience", NO_GROUP, newcomers)
     conn.commit()
 
-    known = conn.execute(
-        sa.text(
-            "SELECT c.reltuples, s.most_common_vals::text FROM pg_class c JOIN pg_stats s "
-            "ON s.tablename = c.relname AND s.attname = 'mailchimp_list_id' "
-            "WHERE c.relname = 'civicrm_mailchimpsync_cache'"
-        )
-    ).one()
-    assert analyzed and not cache.refresh_statistics_if_outgrown(conn)
-    assert (known.reltuples, known.most_common_vals) == (5000, "{" + LIST_ID + "}")
+    assert cache.refresh_statistics_if_outgrown(conn, "newaudience", rows_fetched=1000)
+    conn.commit()
+    assert _planned_rows(conn, "newaudience") == 1000
