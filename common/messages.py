@@ -144,6 +144,17 @@ class SubmitUpdates(Message):
 
 
 @dataclass(frozen=True)
+class SubmitFullBatches(Message):
+    """Send an audience's unsubmitted updates as full batches only, while its run is still
+    deciding rows: the rest waits for the run's ``readyToSubmitUpdates``."""
+
+    queue: ClassVar[str] = SUBMITTER
+    actor: ClassVar[str] = "submit_full_batches"
+
+    list_id: str
+
+
+@dataclass(frozen=True)
 class ProcessBatch(Message):
     """Process a finished Mailchimp batch's results (from the webhook or the poller)."""
 
@@ -168,6 +179,7 @@ ROUTES: tuple[type[Message], ...] = (
     ReconcileChunk,
     SyncMember,
     SubmitUpdates,
+    SubmitFullBatches,
     ProcessBatch,
     CheckBatches,
 )

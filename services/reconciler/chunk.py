@@ -44,6 +44,7 @@ ADDED = "added_to_group"
 REMOVED = "removed_from_group"
 QUEUED = "queued"
 FAILED = "failed"
+UPDATES_QUEUED = "updates_queued"
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,8 @@ def write(
     sent = {d.cache_id: d.plugin_sent for d in decisions if d.plugin_sent is not None}
     cache.store_plugin_sent(conn, sent)
     counts = _outcome_counts(decisions, statuses)
-    counts.update(crm_changes=len(changes), updates_queued=len(new_updates))
+    counts.update(crm_changes=len(changes))
+    counts[UPDATES_QUEUED] = len(new_updates)
     counts["updates_cancelled"] = cancelled
     return counts
 

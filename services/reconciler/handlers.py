@@ -5,7 +5,9 @@ so no other worker runs a stage of the same audience meanwhile, and then splits 
 ``todo`` rows into chunks. ``reconcile_chunk`` decides one chunk; several reconciler
 processes share a big audience's chunks, each taken once (``runs.take_chunk``). The last
 chunk to be decided moves the run on: rows marked ``todo`` meanwhile outside the chunks are
-left to the next run. A message whose run or stage is no longer current finds nothing to do.
+left to the next run. A chunk that queued updates asks the submitter to post whole batches at
+once (``SubmitFullBatches``), unless the run is to stop before ``readyToSubmitUpdates``. A
+message whose run or stage is no longer current finds nothing to do.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sqlalchemy as sa
 from common.db import config, runs
 from common.db.config import SyncConnection
 from common.db.runs import RunState
-from common.messages import Message, ReconcileChunk, RunCrmStages
+from common.messages import Message, ReconcileChunk, RunCrmStages, SubmitFullBatches
 from common.progress import after_stage, unit_of_stage
 from common.vocabulary import Stage
 from services.reconciler import chunk, stages
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1000
 QUEUE = Stage.READY_TO_RECONCILE_QUEUE
+SUBMIT = Stage.READY_TO_SUBMIT_UPDATES
 
 
 @dataclass(frozen=True)
@@ -101,18 +104,24 @@ def reconcile_chunk(deps: Deps, message: ReconcileChunk) -> list[Message]:
     unit = unit_of_stage(deps.engine, message.list_id, message.run_id, QUEUE, deps.clock)
     if unit is None:
         return []
-    _, connection = unit
+    state, connection = unit
+    queued = 0
     with deps.engine.begin() as conn:
         if not runs.share(conn, message.list_id, message.run_id, QUEUE):
             return []
         # A chunk already taken was decided and committed; its copy only checks whether the
         # run can move on (the first may have died before it did).
         if runs.take_chunk(conn, message.list_id, message.run_id, message.first_id, deps.clock()):
-            chunk.reconcile_chunk(conn, connection, message.first_id, message.last_id, deps.clock())
+            report = chunk.reconcile_chunk(
+                conn, connection, message.first_id, message.last_id, deps.clock()
+            )
+            queued = report.counts.get(chunk.UPDATES_QUEUED, 0)
     # Not inside the chunk's transaction: that one shares the status row with other chunks.
     with deps.engine.begin() as conn:
         runs.heartbeat(conn, message.list_id, message.run_id, deps.clock())
-    return _finish_queue_if_done(deps, connection, message)
+    submit_early = queued and state.params.stop_on != SUBMIT.value
+    early = [SubmitFullBatches(list_id=message.list_id)] if submit_early else []
+    return early + _finish_queue_if_done(deps, connection, message)
 
 
 def _finish_queue_if_done(

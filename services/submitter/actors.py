@@ -5,7 +5,7 @@ from __future__ import annotations
 import dramatiq
 
 from common.actors import declare, utc_now
-from common.messages import CheckBatches, ProcessBatch, SubmitUpdates
+from common.messages import CheckBatches, ProcessBatch, SubmitFullBatches, SubmitUpdates
 from common.runtime import Runtime
 from services.submitter import flow
 
@@ -20,6 +20,9 @@ def register(runtime: Runtime) -> list[dramatiq.Actor[..., None]]:
     deps = flow.Deps(runtime.engine, runtime.mailchimp, utc_now, runtime.settings.posting_grace)
     return [
         declare(runtime, SubmitUpdates, lambda message: flow.submit(deps, message)),
+        declare(
+            runtime, SubmitFullBatches, lambda message: flow.submit_full_batches(deps, message)
+        ),
         declare(runtime, ProcessBatch, lambda message: flow.process(deps, message)),
         declare(runtime, CheckBatches, lambda message: flow.check(deps, message), max_retries=0),
     ]

@@ -1,5 +1,9 @@
 """The submitter's place in a run: submit, then finish the run; after results, submit again.
 
+While a run decides its rows, each chunk that queued updates sends ``SubmitFullBatches``:
+whole batches go to Mailchimp at once, so it works on them while the rest of the audience
+is decided; what does not fill a batch waits for the run's ``readyToSubmitUpdates``.
+
 Updates can appear outside a run (a compliance refusal retried as pending, a tags update
 that waited for its member): whenever some are left unsubmitted after a batch is processed,
 the audience gets another ``SubmitUpdates`` with no run id.
@@ -16,12 +20,19 @@ import sqlalchemy as sa
 from common.db import batches, config, runs
 from common.db.config import SyncConnection
 from common.mailchimp import MailchimpClient
-from common.messages import CheckBatches, Message, ProcessBatch, SubmitUpdates
+from common.messages import (
+    CheckBatches,
+    Message,
+    ProcessBatch,
+    SubmitFullBatches,
+    SubmitUpdates,
+)
 from common.progress import after_stage
 from common.vocabulary import Stage
 from services.submitter import handlers
 
 SUBMIT = Stage.READY_TO_SUBMIT_UPDATES
+QUEUE = Stage.READY_TO_RECONCILE_QUEUE
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,25 @@ def submit(deps: Deps, message: SubmitUpdates) -> list[Message]:
     if not message.run_id:
         return []
     return _finish_run(deps, connection, message, report)
+
+
+def submit_full_batches(deps: Deps, message: SubmitFullBatches) -> list[Message]:
+    """Post the audience's unsubmitted updates while they fill whole batches: a run's chunks
+    send this as they queue updates, so Mailchimp works on the first batches while the rest
+    of the audience is decided. The remainder is the run's ``readyToSubmitUpdates``."""
+    with deps.engine.connect() as conn:
+        connection = config.connection_for(conn, message.list_id)
+    if connection is None:
+        return []
+    handlers.submit_updates(
+        deps.engine,
+        deps.mailchimp(connection.api_key),
+        message.list_id,
+        deps.clock(),
+        posting_grace=deps.posting_grace,
+        full_batches_only=True,
+    )
+    return []
 
 
 def _finish_run(
@@ -107,5 +137,7 @@ def _submit_leftovers(deps: Deps, list_ids: list[str]) -> list[Message]:
 
 
 def _submitting(conn: sa.Connection, list_id: str) -> bool:
+    """A run deciding or submitting the audience posts what is waiting itself (full batches
+    as its chunks go, the rest at its submit stage): no partial batch in between."""
     state = runs.read(conn, list_id)
-    return state is not None and state.active and state.stage is SUBMIT
+    return state is not None and state.active and state.stage in (QUEUE, SUBMIT)

@@ -157,8 +157,10 @@ def submit_updates(
     now: datetime,
     max_operations: int = MAX_OPERATIONS_PER_BATCH,
     posting_grace: timedelta = POSTING_GRACE,
+    full_batches_only: bool = False,
 ) -> SubmitReport:
-    """Post every submittable update of the audience, one batch per claim of 1000.
+    """Post every submittable update of the audience, one batch per claim of 1000
+    (``full_batches_only``: only while a claim finds ``max_operations`` updates).
 
     Deferred updates stay unsubmitted for a later submission. Raises ``MailchimpError`` /
     ``MailchimpTransientError`` when Mailchimp refuses a POST; the updates then stay (or
@@ -167,7 +169,8 @@ def submit_updates(
     _resolve_stale_postings(engine, lambda _: client, now - posting_grace, list_id)
     posted = submitted = deferred = rejected = 0
     after = 0
-    while (claim := claim_batch(engine, list_id, now, after, max_operations)).claimed:
+    fewest = max_operations if full_batches_only else 1
+    while (claim := claim_batch(engine, list_id, now, after, max_operations, fewest)).claimed:
         after = claim.last_update_id
         deferred, rejected = deferred + claim.deferred, rejected + claim.rejected
         if claim.batch is not None:
@@ -184,12 +187,14 @@ def claim_batch(
     now: datetime,
     after_update_id: int = 0,
     max_operations: int = MAX_OPERATIONS_PER_BATCH,
+    fewest: int = 1,
 ) -> Claim:
-    """Step (1): claim, plan and attach up to ``max_operations`` updates to a *posting* row."""
+    """Step (1): claim, plan and attach up to ``max_operations`` updates to a *posting* row;
+    nothing when fewer than ``fewest`` are waiting."""
     with engine.begin() as conn:
         sql.lock_audience_for_claim(conn, list_id)
         claimed = sql.claim_unsubmitted(conn, list_id, after_update_id, max_operations)
-        if not claimed:
+        if not claimed or len(claimed) < fewest:
             return Claim(0, after_update_id)
         busy = sql.busy_cache_ids(conn, {c.cache_id for c in claimed})
         plan = plan_batches([_pending(c) for c in claimed], max_operations, busy)

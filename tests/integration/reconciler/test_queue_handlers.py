@@ -11,8 +11,8 @@ from reconciler_support import LIST_ID, T0, World
 
 from common.db import cache, runs, stats
 from common.db.runs import RunParams
-from common.messages import ReconcileChunk, RunCrmStages, SubmitUpdates
-from common.vocabulary import Stage, SyncStatus
+from common.messages import ReconcileChunk, RunCrmStages, SubmitFullBatches, SubmitUpdates
+from common.vocabulary import GroupStatus, Stage, SyncStatus
 from services.reconciler import chunk, handlers
 
 pytestmark = pytest.mark.integration
@@ -102,3 +102,41 @@ def test_a_row_marked_todo_after_planning_is_left_to_the_next_run(
     assert results[-1] == [SubmitUpdates(list_id=LIST_ID, run_id=run_id)]
     with clean_tables.connect() as conn:
         assert cache.status_counts(conn, LIST_ID)[SyncStatus.TODO] == 1
+
+
+def _queue_of_crm_members(
+    world: World, engine: sa.Engine, stop_on: str | None = None
+) -> list[ReconcileChunk]:
+    """Contacts Added in the CRM with no member at Mailchimp: each row queues an update."""
+    conn = world.conn
+    conn.execute(sa.text("DELETE FROM civicrm_mailchimpsync_cache"))
+    for n in range(ROWS):
+        contact = world.contact(f"crm{n}", f"crm{n}@example.org")
+        world.history(contact, GroupStatus.ADDED, T0)
+        world.row(None, None, contact, sync_status="todo")
+    state = runs.reset(conn, LIST_ID, NOW)
+    state = runs.start(conn, state, RunParams(stop_on=stop_on), False, NOW)
+    runs.advance(conn, state, Stage.READY_TO_RECONCILE_QUEUE, NOW)
+    conn.commit()
+    assert state.run_id is not None
+    return _plan(engine, state.run_id)
+
+
+def test_a_chunk_that_queues_updates_asks_for_full_batches_to_be_posted_at_once(
+    queued: tuple[World, str], clean_tables: sa.Engine
+) -> None:
+    world, _ = queued
+    first, *_ = _queue_of_crm_members(world, clean_tables)
+
+    sent = handlers.reconcile_chunk(_deps(clean_tables), first)
+
+    assert sent == [SubmitFullBatches(list_id=LIST_ID)]
+
+
+def test_a_run_stopping_before_the_submit_stage_posts_nothing_early(
+    queued: tuple[World, str], clean_tables: sa.Engine
+) -> None:
+    world, _ = queued
+    first, *_ = _queue_of_crm_members(world, clean_tables, stop_on="readyToSubmitUpdates")
+
+    assert handlers.reconcile_chunk(_deps(clean_tables), first) == []

@@ -19,10 +19,15 @@ from submitter_support import (
     utcnow,
 )
 
+from common.db import config, crm, runs
 from common.db.batches import lists_with_open_batches
+from common.db.runs import RunParams
 from common.db.schema import batch
 from common.mailchimp import MailchimpError, MailchimpTransientError
 from common.member_data import subscriber_hash
+from common.messages import CheckBatches, SubmitUpdates
+from common.vocabulary import Stage
+from services.submitter import flow
 from services.submitter.handlers import (
     POSTING_GRACE,
     claim_batch,
@@ -85,6 +90,47 @@ def test_2500_updates_go_in_three_batches_and_every_row_ends_ok(audience: Audien
         (1000, 2),
         (500, 2),
     ]
+
+
+def test_full_batches_only_posts_whole_batches_and_leaves_the_rest(audience: Audience) -> None:
+    _new_subscribers(audience, 2500)
+
+    report = submit_updates(
+        audience.engine, audience.client, audience.list_id, utcnow(), full_batches_only=True
+    )
+    again = submit_updates(
+        audience.engine, audience.client, audience.list_id, utcnow(), full_batches_only=True
+    )
+
+    assert (report.batches_posted, report.updates_submitted, report.remaining) == (2, 2000, 500)
+    assert (again.batches_posted, again.remaining) == (0, 500)
+    assert audience.batch_posts() == 2
+
+
+@pytest.mark.parametrize(
+    ("stage", "leftovers_sent"),
+    [(Stage.READY_TO_RECONCILE_QUEUE, False), (Stage.READY_TO_FETCH, True)],
+)
+def test_updates_left_after_a_batch_wait_for_a_run_that_is_deciding_rows(
+    audience: Audience, stage: Stage, leftovers_sent: bool
+) -> None:
+    with audience.engine.begin() as conn:
+        group = crm.create_group(conn, "newsletter", "Newsletter")
+        account = config.add_account(conn, "test", audience.api_key)
+        config.add_connection(conn, account, audience.list_id, group)
+        state = runs.start(conn, runs.lock(conn, audience.list_id), RunParams(), False, utcnow())
+        runs.advance(conn, state, stage, utcnow())
+    _new_subscribers(audience, 1000)
+    submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    _new_subscribers(audience, 10, prefix="later")  # queued by the run's next chunks
+    audience.wait_batches_finished()
+    deps = flow.Deps(audience.engine, lambda _: audience.client, utcnow)
+
+    sent = flow.check(deps, CheckBatches())
+
+    assert not unprocessed(audience.engine)
+    leftovers = [SubmitUpdates(list_id=audience.list_id, run_id="")]
+    assert sent == (leftovers if leftovers_sent else [])
 
 
 def test_a_tags_update_waits_until_its_member_exists(audience: Audience) -> None:
