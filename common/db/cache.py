@@ -221,12 +221,13 @@ def load_earlier_rows(
     ids = list(member_ids)
     if not ids:
         return {}
-    # A first fetch fills a table whose statistics say "empty" until the fetcher analyzes it
-    # (refresh_statistics_if_outgrown): a seq scan then looks as cheap as the index, for
-    # every page. A lookup by the unique key always wants the index.
-    conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
+    # One probe of the unique index per member, whatever the statistics say: while an
+    # audience being fetched is small, hashing all of it (read by a scan or another index)
+    # looks cheaper to the planner than a thousand probes, and it read the whole audience for
+    # every page (at 25,000 rows: 54 ms a page instead of 2.4 ms).
+    conn.execute(_KEY_PROBES_ONLY)
     result = conn.execute(_LOAD_EARLIER_ROWS, {"list_id": list_id, "ids": ids}).all()
-    conn.execute(sa.text("SET LOCAL enable_seqscan = on"))
+    conn.execute(_ANY_PLAN)
     return {str(member_id): EarlierRow(data, linked) for member_id, data, linked in result}
 
 
@@ -597,8 +598,16 @@ _ESTIMATED_AUDIENCE_ROWS = sa.text("""
     SELECT 1 FROM civicrm_mailchimpsync_cache WHERE mailchimp_list_id = :list_id
 """)
 _ANALYZE_LOCK = sa.text("SELECT pg_try_advisory_xact_lock(hashtext('mcsync: analyze the cache'))")
-# One probe of the unique index per member id once statistics know the audience (with seq
-# scans off, see load_earlier_rows).
+_PLANNER_CHOICES = ("enable_seqscan", "enable_hashjoin", "enable_mergejoin")
+_KEY_PROBES_ONLY = sa.text(
+    "SELECT " + ", ".join(f"set_config('{name}', 'off', true)" for name in _PLANNER_CHOICES)
+)
+_ANY_PLAN = sa.text(
+    "SELECT " + ", ".join(f"set_config('{name}', 'on', true)" for name in _PLANNER_CHOICES)
+)
+# A nested loop of probes of the unique index (the only plan left, see load_earlier_rows);
+# the other indexes lead by the audience too, and statistics that know the audience
+# (refresh_statistics_if_outgrown) make them cost a walk of the audience per probe.
 _LOAD_EARLIER_ROWS = sa.text("""
     SELECT c.mailchimp_member_id, c.mailchimp_data, c.civicrm_contact_id IS NOT NULL
     FROM unnest(CAST(:ids AS text[])) AS k(member_id)

@@ -157,3 +157,35 @@ def test_a_new_audience_beside_a_big_one_is_analyzed_once_it_has_rows(
     assert cache.refresh_statistics_if_outgrown(conn, "newaudience", rows_fetched=1000)
     conn.commit()
     assert _planned_rows(conn, "newaudience") == 1000
+
+
+def _index_scans(conn: sa.Connection) -> dict[str, int]:
+    conn.execute(sa.text("SELECT pg_stat_force_next_flush()"))
+    conn.commit()
+    conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+    rows = conn.execute(
+        sa.text(
+            "SELECT indexrelname, idx_scan FROM pg_stat_user_indexes "
+            "WHERE relname = 'civicrm_mailchimpsync_cache'"
+        )
+    )
+    return {str(name): int(scans) for name, scans in rows}
+
+
+def test_a_page_looks_up_its_members_by_the_unique_key_even_where_hashing_looks_cheaper(
+    committing_db: sa.Connection,
+) -> None:
+    conn = committing_db
+    cache.upsert_fetched(conn, LIST_ID, NO_GROUP, [fetched(n) for n in range(5000)])
+    conn.execute(sa.text("ANALYZE civicrm_mailchimpsync_cache"))
+    conn.commit()
+    before = _index_scans(conn)
+
+    found = cache.load_earlier_rows(conn, LIST_ID, [f"m{n}" for n in range(4000, 5000)])
+    conn.commit()
+
+    scans = {name: n - before[name] for name, n in _index_scans(conn).items()}
+    unique_key = next(name for name in scans if name.startswith("uq_"))
+    assert len(found) == 1000
+    assert scans.pop(unique_key) == 1000  # one probe per member
+    assert set(scans.values()) == {0}  # no other index read the audience
