@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -77,9 +77,9 @@ class EarlierRow:
     linked: bool
 
 
-@dataclass(frozen=True)
-class ClaimedRow:
-    """A ``todo`` cache row claimed for reconciling, with the cache-side facts."""
+class ClaimedRow(NamedTuple):
+    """A ``todo`` cache row claimed for reconciling, with the cache-side facts (a named
+    tuple: a chunk builds a thousand, and a frozen dataclass took three times as long)."""
 
     id: int
     contact_id: int | None
@@ -104,8 +104,7 @@ class RowStatus:
 Snapshot = dict[str, dict[str, str]] | None
 
 
-@dataclass(frozen=True)
-class DecidedRow:
+class DecidedRow(NamedTuple):
     """A decided row's new ``sync_status``, ``civicrm_groups`` snapshot and ``fail_reason``
     (None unless the row fails)."""
 

@@ -215,9 +215,9 @@ class HistoryEntry(NamedTuple):
     date: datetime
 
 
-@dataclass(frozen=True)
-class ContactGroupFacts:
-    """A contact's standing in a set of groups, for deciding its cache rows.
+class ContactGroupFacts(NamedTuple):
+    """A contact's standing in a set of groups, for deciding its cache rows (a named tuple,
+    built once per contact of a chunk).
 
     ``memberships``: status per group (absent: not a member). ``newest_history``: the newest
     history row per group (by date, then id; absent: none). ``best_email``: as

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
@@ -45,6 +46,7 @@ REMOVED = "removed_from_group"
 QUEUED = "queued"
 FAILED = "failed"
 UPDATES_QUEUED = "updates_queued"
+NO_PLUGIN_DATA = PluginData()  # immutable: one for every row when the audience syncs no data
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,7 @@ class ChunkReport:
     counts: Mapping[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class _Gathered:
+class _Gathered(NamedTuple):
     """A claimed row, the facts ``decide`` weighs for it, and its contact's newest history
     per group (for the row's ``civicrm_groups`` snapshot)."""
 
@@ -134,7 +135,7 @@ def _row_facts(
         crm=_crm_facts(contact, row.email),
         other_row_subscribed=row.other_row_subscribed,
         open_updates=tuple(OpenUpdate(u.update_id, u.data) for u in open_updates),
-        plugin=PluginData.from_civicrm_data(row.civicrm_data) if sc.data_sync else PluginData(),
+        plugin=PluginData.from_civicrm_data(row.civicrm_data) if sc.data_sync else NO_PLUGIN_DATA,
     )
 
 
