@@ -157,10 +157,8 @@ def submit_updates(
     now: datetime,
     max_operations: int = MAX_OPERATIONS_PER_BATCH,
     posting_grace: timedelta = POSTING_GRACE,
-    full_batches_only: bool = False,
 ) -> SubmitReport:
-    """Post every submittable update of the audience, one batch per claim of 1000
-    (``full_batches_only``: only while a claim finds ``max_operations`` updates).
+    """Post every submittable update of the audience, one batch per claim of 1000.
 
     Deferred updates stay unsubmitted for a later submission. Raises ``MailchimpError`` /
     ``MailchimpTransientError`` when Mailchimp refuses a POST; the updates then stay (or
@@ -169,8 +167,7 @@ def submit_updates(
     _resolve_stale_postings(engine, lambda _: client, now - posting_grace, list_id)
     posted = submitted = deferred = rejected = 0
     after = 0
-    fewest = max_operations if full_batches_only else 1
-    while (claim := claim_batch(engine, list_id, now, after, max_operations, fewest)).claimed:
+    while (claim := claim_batch(engine, list_id, now, after, max_operations)).claimed:
         after = claim.last_update_id
         deferred, rejected = deferred + claim.deferred, rejected + claim.rejected
         if claim.batch is not None:
@@ -181,6 +178,33 @@ def submit_updates(
     return SubmitReport(posted, submitted, deferred, rejected, remaining)
 
 
+def submit_full_batches(
+    engine: sa.Engine,
+    client: MailchimpClient,
+    list_id: str,
+    now: datetime,
+    max_operations: int = MAX_OPERATIONS_PER_BATCH,
+    posting_grace: timedelta = POSTING_GRACE,
+) -> int:
+    """Post the audience's unsubmitted updates while they fill whole batches; returns the
+    batches posted. Nothing is waited for: while another submission of the audience claims,
+    this one stops (that one, a later call or the run's submit stage takes the rest), so
+    the run's chunks can each ask without queueing up behind one another. Raises as
+    ``submit_updates``, with the same guarantees."""
+    _resolve_stale_postings(engine, lambda _: client, now - posting_grace, list_id)
+    posted = after = 0
+    while True:
+        claim = claim_batch(
+            engine, list_id, now, after, max_operations, fewest=max_operations, wait=False
+        )
+        if not claim.claimed:
+            return posted
+        after = claim.last_update_id
+        if claim.batch is not None:
+            post_claimed(engine, client, claim)
+            posted += 1
+
+
 def claim_batch(
     engine: sa.Engine,
     list_id: str,
@@ -188,11 +212,16 @@ def claim_batch(
     after_update_id: int = 0,
     max_operations: int = MAX_OPERATIONS_PER_BATCH,
     fewest: int = 1,
+    wait: bool = True,
 ) -> Claim:
     """Step (1): claim, plan and attach up to ``max_operations`` updates to a *posting* row;
-    nothing when fewer than ``fewest`` are waiting."""
+    nothing when fewer than ``fewest`` are waiting, or (``wait`` false) while another
+    submission of the audience holds its claim lock."""
     with engine.begin() as conn:
-        sql.lock_audience_for_claim(conn, list_id)
+        if wait:
+            sql.lock_audience_for_claim(conn, list_id)
+        elif not sql.try_lock_audience_for_claim(conn, list_id):
+            return Claim(0, after_update_id)
         claimed = sql.claim_unsubmitted(conn, list_id, after_update_id, max_operations)
         if not claimed or len(claimed) < fewest:
             return Claim(0, after_update_id)
