@@ -126,15 +126,6 @@ def lock_audience_for_claim(conn: sa.Connection, list_id: str) -> None:
     )
 
 
-def try_lock_audience_for_claim(conn: sa.Connection, list_id: str) -> bool:
-    """``lock_audience_for_claim`` unless another transaction holds it: False, not a wait."""
-    locked = conn.execute(
-        sa.text("SELECT pg_try_advisory_xact_lock(hashtext(:namespace), hashtext(:list_id))"),
-        {"namespace": _CLAIM_LOCK_NAMESPACE, "list_id": list_id},
-    )
-    return bool(locked.scalar_one())
-
-
 def claim_unsubmitted(
     conn: sa.Connection, list_id: str, after_update_id: int, limit: int
 ) -> list[ClaimedUpdate]:

@@ -157,8 +157,10 @@ def submit_updates(
     now: datetime,
     max_operations: int = MAX_OPERATIONS_PER_BATCH,
     posting_grace: timedelta = POSTING_GRACE,
+    full_batches_only: bool = False,
 ) -> SubmitReport:
-    """Post every submittable update of the audience, one batch per claim of 1000.
+    """Post every submittable update of the audience, one batch per claim of 1000
+    (``full_batches_only``: only while a claim finds ``max_operations`` updates).
 
     Deferred updates stay unsubmitted for a later submission. Raises ``MailchimpError`` /
     ``MailchimpTransientError`` when Mailchimp refuses a POST; the updates then stay (or
@@ -167,7 +169,8 @@ def submit_updates(
     _resolve_stale_postings(engine, lambda _: client, now - posting_grace, list_id)
     posted = submitted = deferred = rejected = 0
     after = 0
-    while (claim := claim_batch(engine, list_id, now, after, max_operations)).claimed:
+    fewest = max_operations if full_batches_only else 1
+    while (claim := claim_batch(engine, list_id, now, after, max_operations, fewest)).claimed:
         after = claim.last_update_id
         deferred, rejected = deferred + claim.deferred, rejected + claim.rejected
         if claim.batch is not None:
@@ -178,33 +181,6 @@ def submit_updates(
     return SubmitReport(posted, submitted, deferred, rejected, remaining)
 
 
-def submit_full_batches(
-    engine: sa.Engine,
-    client: MailchimpClient,
-    list_id: str,
-    now: datetime,
-    max_operations: int = MAX_OPERATIONS_PER_BATCH,
-    posting_grace: timedelta = POSTING_GRACE,
-) -> int:
-    """Post the audience's unsubmitted updates while they fill whole batches; returns the
-    batches posted. Nothing is waited for: while another submission of the audience claims,
-    this one stops (that one, a later call or the run's submit stage takes the rest), so
-    the run's chunks can each ask without queueing up behind one another. Raises as
-    ``submit_updates``, with the same guarantees."""
-    _resolve_stale_postings(engine, lambda _: client, now - posting_grace, list_id)
-    posted = after = 0
-    while True:
-        claim = claim_batch(
-            engine, list_id, now, after, max_operations, fewest=max_operations, wait=False
-        )
-        if not claim.claimed:
-            return posted
-        after = claim.last_update_id
-        if claim.batch is not None:
-            post_claimed(engine, client, claim)
-            posted += 1
-
-
 def claim_batch(
     engine: sa.Engine,
     list_id: str,
@@ -212,16 +188,11 @@ def claim_batch(
     after_update_id: int = 0,
     max_operations: int = MAX_OPERATIONS_PER_BATCH,
     fewest: int = 1,
-    wait: bool = True,
 ) -> Claim:
     """Step (1): claim, plan and attach up to ``max_operations`` updates to a *posting* row;
-    nothing when fewer than ``fewest`` are waiting, or (``wait`` false) while another
-    submission of the audience holds its claim lock."""
+    nothing when fewer than ``fewest`` are waiting."""
     with engine.begin() as conn:
-        if wait:
-            sql.lock_audience_for_claim(conn, list_id)
-        elif not sql.try_lock_audience_for_claim(conn, list_id):
-            return Claim(0, after_update_id)
+        sql.lock_audience_for_claim(conn, list_id)
         claimed = sql.claim_unsubmitted(conn, list_id, after_update_id, max_operations)
         if not claimed or len(claimed) < fewest:
             return Claim(0, after_update_id)
