@@ -76,13 +76,12 @@ def submit_full_batches(deps: Deps, message: SubmitFullBatches) -> list[Message]
         connection = config.connection_for(conn, message.list_id)
     if connection is None:
         return []
-    handlers.submit_updates(
+    handlers.submit_full_batches(
         deps.engine,
         deps.mailchimp(connection.api_key),
         message.list_id,
         deps.clock(),
         posting_grace=deps.posting_grace,
-        full_batches_only=True,
     )
     return []
 

@@ -20,7 +20,7 @@ from submitter_support import (
 )
 
 from common.db import config, crm, runs
-from common.db.batches import lists_with_open_batches
+from common.db.batches import count_unsubmitted, lists_with_open_batches
 from common.db.runs import RunParams
 from common.db.schema import batch
 from common.mailchimp import MailchimpError, MailchimpTransientError
@@ -32,6 +32,7 @@ from services.submitter.handlers import (
     POSTING_GRACE,
     claim_batch,
     process_batch,
+    submit_full_batches,
     submit_updates,
 )
 
@@ -92,19 +93,17 @@ def test_2500_updates_go_in_three_batches_and_every_row_ends_ok(audience: Audien
     ]
 
 
-def test_full_batches_only_posts_whole_batches_and_leaves_the_rest(audience: Audience) -> None:
+def test_full_batches_are_posted_and_the_rest_left_for_the_submit_stage(
+    audience: Audience,
+) -> None:
     _new_subscribers(audience, 2500)
 
-    report = submit_updates(
-        audience.engine, audience.client, audience.list_id, utcnow(), full_batches_only=True
-    )
-    again = submit_updates(
-        audience.engine, audience.client, audience.list_id, utcnow(), full_batches_only=True
-    )
+    posted = submit_full_batches(audience.engine, audience.client, audience.list_id, utcnow())
+    again = submit_full_batches(audience.engine, audience.client, audience.list_id, utcnow())
 
-    assert (report.batches_posted, report.updates_submitted, report.remaining) == (2, 2000, 500)
-    assert (again.batches_posted, again.remaining) == (0, 500)
-    assert audience.batch_posts() == 2
+    assert (posted, again, audience.batch_posts()) == (2, 0, 2)
+    with audience.engine.connect() as conn:
+        assert count_unsubmitted(conn, audience.list_id) == 500
 
 
 @pytest.mark.parametrize(
