@@ -165,14 +165,9 @@ def submit_updates(
     become again) unsubmitted and nothing was sent twice (see the module docstring).
     """
     _resolve_stale_postings(engine, lambda _: client, now - posting_grace, list_id)
-    posted = submitted = deferred = rejected = 0
-    after = 0
-    while (claim := claim_batch(engine, list_id, now, after, max_operations)).claimed:
-        after = claim.last_update_id
-        deferred, rejected = deferred + claim.deferred, rejected + claim.rejected
-        if claim.batch is not None:
-            post_claimed(engine, client, claim)
-            posted, submitted = posted + 1, submitted + len(claim.batch.update_ids)
+    posted, submitted, deferred, rejected = _post_claims(
+        engine, client, list_id, now, max_operations
+    )
     with engine.connect() as conn:
         remaining = sql.count_unsubmitted(conn, list_id)
     return SubmitReport(posted, submitted, deferred, rejected, remaining)
@@ -190,15 +185,28 @@ def submit_full_batches(
     them; returns the batches posted. Counts nothing else: a run's chunks each ask, a
     thousand times at 1M. Raises as ``submit_updates``, with the same guarantees."""
     _resolve_stale_postings(engine, lambda _: client, now - posting_grace, list_id)
-    posted = after = 0
-    while (
-        claim := claim_batch(engine, list_id, now, after, max_operations, max_operations)
-    ).claimed:
+    posted, *_ = _post_claims(engine, client, list_id, now, max_operations, max_operations)
+    return posted
+
+
+def _post_claims(
+    engine: sa.Engine,
+    client: MailchimpClient,
+    list_id: str,
+    now: datetime,
+    max_operations: int,
+    fewest: int = 1,
+) -> tuple[int, int, int, int]:
+    """Claim and post batches while a claim finds at least ``fewest`` updates; returns the
+    batches posted, updates submitted, deferred and rejected."""
+    posted = submitted = deferred = rejected = after = 0
+    while (claim := claim_batch(engine, list_id, now, after, max_operations, fewest)).claimed:
         after = claim.last_update_id
+        deferred, rejected = deferred + claim.deferred, rejected + claim.rejected
         if claim.batch is not None:
             post_claimed(engine, client, claim)
-            posted += 1
-    return posted
+            posted, submitted = posted + 1, submitted + len(claim.batch.update_ids)
+    return posted, submitted, deferred, rejected
 
 
 def claim_batch(
