@@ -180,8 +180,12 @@ def upsert_fetched(
         }
         for r in latest.values()
     ]
-    params = {"list_id": list_id, "group_id": subscription_group_id, "rows": json_rows(payload)}
-    params["added"] = GroupStatus.ADDED.value
+    params = {
+        "list_id": list_id,
+        "group_id": subscription_group_id,
+        "added": GroupStatus.ADDED.value,
+        "rows": json_rows(payload),
+    }
     return int(conn.execute(_UPSERT_FETCHED, params).rowcount)
 
 

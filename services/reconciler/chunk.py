@@ -194,9 +194,13 @@ def write(
     sent = {d.cache_id: d.plugin_sent for d in decisions if d.plugin_sent is not None}
     cache.store_plugin_sent(conn, sent)
     counts = _outcome_counts(decisions, statuses)
-    counts.update(crm_changes=len(changes))
-    counts[UPDATES_QUEUED] = len(new_updates)
-    counts["updates_cancelled"] = cancelled
+    counts.update(
+        {
+            "crm_changes": len(changes),
+            UPDATES_QUEUED: len(new_updates),
+            "updates_cancelled": cancelled,
+        }
+    )
     return counts
 
 

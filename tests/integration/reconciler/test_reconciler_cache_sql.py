@@ -142,13 +142,18 @@ def test_a_growing_audience_is_analyzed_so_the_planner_knows_its_rows(
     assert _planned_rows(conn, LIST_ID) >= 9000  # the planner scales by the table's size
 
 
+def _analyzed_audience(conn: sa.Connection, members: int) -> None:
+    """``members`` fetched into the audience, and the cache analyzed since (committed)."""
+    cache.upsert_fetched(conn, LIST_ID, NO_GROUP, [fetched(n) for n in range(members)])
+    conn.execute(sa.text("ANALYZE civicrm_mailchimpsync_cache"))
+    conn.commit()
+
+
 def test_a_new_audience_beside_a_big_one_is_analyzed_once_it_has_rows(
     committing_db: sa.Connection,
 ) -> None:
     conn = committing_db
-    cache.upsert_fetched(conn, LIST_ID, NO_GROUP, [fetched(n) for n in range(5000)])
-    conn.execute(sa.text("ANALYZE civicrm_mailchimpsync_cache"))
-    conn.commit()
+    _analyzed_audience(conn, 5000)
     assert not cache.refresh_statistics_if_outgrown(conn, "newaudience", rows_fetched=999)
     newcomers = [replace(fetched(n), member_id=f"new{n}") for n in range(1000)]
     cache.upsert_fetched(conn, "newaudience", NO_GROUP, newcomers)
@@ -176,9 +181,7 @@ def test_a_page_looks_up_its_members_by_the_unique_key_even_where_hashing_looks_
     committing_db: sa.Connection,
 ) -> None:
     conn = committing_db
-    cache.upsert_fetched(conn, LIST_ID, NO_GROUP, [fetched(n) for n in range(5000)])
-    conn.execute(sa.text("ANALYZE civicrm_mailchimpsync_cache"))
-    conn.commit()
+    _analyzed_audience(conn, 5000)
     before = _index_scans(conn)
 
     found = cache.load_earlier_rows(conn, LIST_ID, [f"m{n}" for n in range(4000, 5000)])
