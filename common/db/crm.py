@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import sqlalchemy as sa
 
+from common.db import planner
 from common.db.params import json_rows
 from common.vocabulary import SYNC_METHOD, GroupStatus
 
@@ -128,12 +129,12 @@ def set_memberships(conn: sa.Connection, changes: Sequence[MembershipChange]) ->
     return len(changes)
 
 
-def refresh_history_statistics(conn: sa.Connection) -> None:
-    """ANALYZE the subscription history: a big run writes a history row per change, faster
-    than autovacuum notices, and the group check planned on stale statistics probes the
-    audience once per history row. A role that does not own the table gets a warning from
-    Postgres, not an error, and the check runs on the statistics it has."""
-    conn.execute(sa.text("ANALYZE civicrm_subscription_history"))
+def refresh_history_statistics(conn: sa.Connection) -> bool:
+    """ANALYZE the subscription history when a tenth of it changed since it was last
+    analyzed: a big run writes a history row per change, faster than autovacuum notices, and
+    the group check planned on stale statistics probes the audience once per history row.
+    Returns whether it analyzed."""
+    return planner.analyze_if_outdated(conn, "civicrm_subscription_history")
 
 
 def put_emails_on_hold(conn: sa.Connection, emails: Sequence[str], when: datetime) -> int:

@@ -164,6 +164,30 @@ def test_a_new_audience_beside_a_big_one_is_analyzed_once_it_has_rows(
     assert _planned_rows(conn, "newaudience") == 1000
 
 
+def _changed_and_counted(conn: sa.Connection, rows: list[FetchedRow]) -> None:
+    """``rows`` merged and committed, with this session's row counters sent to the
+    statistics collector (Postgres sends them at most once a second otherwise)."""
+    cache.upsert_fetched(conn, LIST_ID, NO_GROUP, rows)
+    conn.execute(sa.text("SELECT pg_stat_force_next_flush()"))
+    conn.commit()
+
+
+def test_the_cache_is_analyzed_after_a_fetch_only_once_a_tenth_of_it_changed(
+    committing_db: sa.Connection,
+) -> None:
+    conn = committing_db
+    _changed_and_counted(conn, [fetched(n) for n in range(5000)])
+    assert cache.refresh_statistics(conn)  # a first fetch: all of it is new
+    conn.commit()
+
+    _changed_and_counted(conn, [fetched(n, "unsubscribed") for n in range(300)])
+    assert not cache.refresh_statistics(conn)  # 6%: the statistics still hold
+    _changed_and_counted(conn, [fetched(n, "unsubscribed") for n in range(300, 600)])
+    assert cache.refresh_statistics(conn)  # 12% since the last ANALYZE
+    conn.commit()
+    assert not cache.refresh_statistics(conn)
+
+
 def _index_scans(conn: sa.Connection) -> dict[str, int]:
     conn.execute(sa.text("SELECT pg_stat_force_next_flush()"))
     conn.commit()
