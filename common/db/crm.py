@@ -221,20 +221,17 @@ class ContactGroupFacts(NamedTuple):
     built once per contact of a chunk).
 
     ``memberships``: status per group (absent: not a member). ``newest_history``: the newest
-    history row per group (by date, then id; absent: none). ``best_email``: as
-    ``best_emails``. ``held_emails``: the contact's addresses on hold, lower-cased.
+    history row per group (by date, then id; absent: none), and ``history_at`` its date.
+    ``best_email``: as ``best_emails``. ``held_emails``: the contact's addresses on hold,
+    lower-cased.
     """
 
     contact_id: int
     memberships: dict[int, GroupStatus]
     newest_history: dict[int, HistoryEntry]
+    history_at: dict[int, datetime]
     best_email: str | None
     held_emails: frozenset[str]
-
-    @property
-    def history_at(self) -> dict[int, datetime]:
-        """The newest history date per group."""
-        return {group: entry.date for group, entry in self.newest_history.items()}
 
 
 @dataclass(frozen=True)
@@ -256,21 +253,21 @@ def contact_group_facts(
     if not ids:
         return {}
     params = {"ids": ids, "group_ids": list(group_ids)}
-    return {
-        row.contact_id: ContactGroupFacts(
-            contact_id=row.contact_id,
-            memberships={
-                g: _GROUP_STATUS[s] for g, s in zip(row.m_groups, row.m_status, strict=True)
-            },
-            newest_history={
-                g: HistoryEntry(s, d)
-                for g, s, d in zip(row.h_groups, row.h_status, row.h_dates, strict=True)
-            },
-            best_email=row.best_email,
-            held_emails=frozenset(row.held),
+    # Columns by position and dicts from zip/map: a chunk builds a thousand of these, and
+    # named access and comprehensions cost as much as the query's own probes.
+    facts = {}
+    for contact_id, m_groups, m_status, h_groups, h_status, h_dates, best, held in conn.execute(
+        _CONTACT_GROUP_FACTS, params
+    ):
+        facts[contact_id] = ContactGroupFacts(
+            contact_id,
+            dict(zip(m_groups, map(_GROUP_STATUS.__getitem__, m_status), strict=True)),
+            dict(zip(h_groups, map(HistoryEntry, h_status, h_dates), strict=True)),
+            dict(zip(h_groups, h_dates, strict=True)),
+            best,
+            frozenset(held),
         )
-        for row in conn.execute(_CONTACT_GROUP_FACTS, params).all()
-    }
+    return facts
 
 
 def contact_details(conn: sa.Connection, contact_ids: Iterable[int]) -> dict[int, ContactDetails]:
@@ -407,15 +404,12 @@ _BEST_EMAILS = sa.text("""
 
 # Correlated subqueries per contact: each is an index lookup, so a chunk of 1000 contacts
 # costs one round trip and a few thousand index probes.
-# One probe per contact and table: memberships, and the newest history row per group (by
-# date, then id, as the cache's civicrm_groups snapshot takes it).
+# One probe per contact and table: memberships, the newest history row per group (by date,
+# then id, as the cache's civicrm_groups snapshot takes it), and the emails (best and held
+# from one read: two subqueries cost a fifth more buffer reads).
 _CONTACT_GROUP_FACTS = sa.text("""
     SELECT k.id AS contact_id, m.m_groups, m.m_status, h.h_groups, h.h_status, h.h_dates,
-        (SELECT e.email FROM civicrm_email e
-         WHERE e.contact_id = k.id AND e.on_hold = 0 AND btrim(e.email) <> ''
-         ORDER BY e.is_bulkmail DESC, e.is_primary DESC, e.id LIMIT 1) AS best_email,
-        ARRAY(SELECT lower(e.email) FROM civicrm_email e
-              WHERE e.contact_id = k.id AND e.on_hold <> 0) AS held
+        em.best_email, em.held
     FROM civicrm_contact k
     CROSS JOIN LATERAL (
         SELECT coalesce(array_agg(gc.group_id ORDER BY gc.group_id), '{}') AS m_groups,
@@ -434,6 +428,12 @@ _CONTACT_GROUP_FACTS = sa.text("""
             ORDER BY h.group_id, h.date DESC, h.id DESC
         ) AS n
     ) AS h
+    CROSS JOIN LATERAL (
+        SELECT (array_agg(e.email ORDER BY e.is_bulkmail DESC, e.is_primary DESC, e.id)
+                FILTER (WHERE e.on_hold = 0 AND btrim(e.email) <> ''))[1] AS best_email,
+            coalesce(array_agg(lower(e.email)) FILTER (WHERE e.on_hold <> 0), '{}') AS held
+        FROM civicrm_email e WHERE e.contact_id = k.id
+    ) AS em
     WHERE k.id = ANY(CAST(:ids AS integer[]))
 """)
 _CONTACT_DETAILS = sa.text("""

@@ -251,6 +251,17 @@ def test_best_email_prefers_bulkmail_then_primary_and_skips_on_hold(db: sa.Conne
         lowest: "l1@x.org",
         held: "h2@x.org",
     }
+    # A chunk's facts read the same choice, and the held addresses, lower-cased.
+    facts = crm.contact_group_facts(db, [bulk, primary, lowest, held, empty], [])
+    assert {c: f.best_email for c, f in facts.items()} == {
+        bulk: "b2@x.org",
+        primary: "p2@x.org",
+        lowest: "l1@x.org",
+        held: "h2@x.org",
+        empty: None,
+    }
+    assert facts[held].held_emails == {"h1@x.org"} and facts[empty].held_emails == {"h@x.org"}
+    assert facts[bulk].held_emails == frozenset()
 
 
 def test_bulk_writes_and_reads_issue_a_fixed_number_of_statements_whatever_the_size(
