@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -36,7 +35,7 @@ def member(**changes: Any) -> FetchedMember:
         last_name="Lee",
         interests={"i1": True, "i2": False},
     )
-    return dataclasses.replace(base, **changes)
+    return base._replace(**changes)
 
 
 NEW_ROW = {
