@@ -15,10 +15,12 @@ import sqlalchemy as sa
 CHANGED_ROWS_BASE = 50
 CHANGED_SHARE = 0.1
 
-# No statistics row (never counted, or counters reset) reads as outdated. Counters from the
+# Counters that know of no ANALYZE (none yet, or reset: a crash, a copied database) read as
+# outdated, since they no longer count what changed since the last one. Counters from the
 # last second of other sessions' writes may not be in yet: the share is a rule of thumb.
 _OUTDATED = sa.text("""
-    SELECT coalesce(s.n_mod_since_analyze > :base + :share * greatest(c.reltuples, 0), true)
+    SELECT coalesce(s.n_mod_since_analyze > :base + :share * greatest(c.reltuples, 0)
+                    OR coalesce(s.last_analyze, s.last_autoanalyze) IS NULL, true)
     FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
     WHERE c.oid = CAST(:table AS regclass)
 """)
