@@ -81,6 +81,16 @@ cache = Table(
         "mailchimp_list_id",
         func.lower(text("mailchimp_email")),
     ),
+    # The rows readyToCreateNewContactsFromMailchimp pages through, in id order; in a synced
+    # audience there are none, and the index stays empty.
+    Index(
+        "ix_civicrm_mailchimpsync_cache_awaiting_contact",
+        "mailchimp_list_id",
+        "id",
+        postgresql_where=text(
+            "civicrm_contact_id IS NULL AND mailchimp_status IN ('subscribed', 'pending')"
+        ),
+    ),
     postgresql_with={"fillfactor": CACHE_FILLFACTOR},
 )
 
