@@ -145,7 +145,7 @@ def merge_mailchimp_data(
     """
     changed_at = to_utc(member.last_changed).isoformat()
     if not previous:  # a new member (a first fetch: every row), every field new
-        merged = {
+        fresh: dict[str, Any] = {
             STATUS: member.status.value,
             _STATUS_AT: changed_at,
             FIRST_NAME: member.first_name,
@@ -155,9 +155,9 @@ def merge_mailchimp_data(
         }
         for interest_id, flag in member.interests.items():
             key = interest_key(interest_id)
-            merged[key] = flag
-            merged[key + CHANGED_AT_SUFFIX] = changed_at
-        return merged
+            fresh[key] = flag
+            fresh[key + CHANGED_AT_SUFFIX] = changed_at
+        return fresh
     merged = dict(previous)
     for key, value in _fields(member):
         stamp = key + CHANGED_AT_SUFFIX
