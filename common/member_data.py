@@ -98,9 +98,6 @@ def interests_and_times(data: Mapping[str, Any]) -> tuple[dict[str, bool], dict[
 
 _STATUSES = {status.value: status for status in MailchimpStatus}
 _NO_INTERESTS: Mapping[str, bool] = MappingProxyType({})
-_STATUS_AT = STATUS + CHANGED_AT_SUFFIX
-_FIRST_NAME_AT = FIRST_NAME + CHANGED_AT_SUFFIX
-_LAST_NAME_AT = LAST_NAME + CHANGED_AT_SUFFIX
 
 
 class FetchedMember(NamedTuple):
@@ -134,6 +131,14 @@ class FetchedMember(NamedTuple):
         )
 
 
+def _fields(member: FetchedMember) -> Iterator[tuple[str, Any]]:
+    yield STATUS, member.status.value
+    yield FIRST_NAME, member.first_name
+    yield LAST_NAME, member.last_name
+    for interest_id, flag in member.interests.items():
+        yield interest_key(interest_id), flag
+
+
 def merge_mailchimp_data(
     previous: Mapping[str, Any] | None, member: FetchedMember
 ) -> dict[str, Any]:
@@ -143,36 +148,14 @@ def merge_mailchimp_data(
     there) are kept as they were: an absent ``interests`` key means "not fetched", not "none".
     ``previous`` is not modified; the result is a shallow copy.
     """
+    merged = dict(previous) if previous else {}
     changed_at = to_utc(member.last_changed).isoformat()
-    if not previous:  # a new member (a first fetch: every row), every field new
-        fresh: dict[str, Any] = {
-            STATUS: member.status.value,
-            _STATUS_AT: changed_at,
-            FIRST_NAME: member.first_name,
-            _FIRST_NAME_AT: changed_at,
-            LAST_NAME: member.last_name,
-            _LAST_NAME_AT: changed_at,
-        }
-        for interest_id, flag in member.interests.items():
-            key = interest_key(interest_id)
-            fresh[key] = flag
-            fresh[key + CHANGED_AT_SUFFIX] = changed_at
-        return fresh
-    merged = dict(previous)
     for key, value in _fields(member):
         stamp = key + CHANGED_AT_SUFFIX
         if key not in merged or merged[key] != value or stamp not in merged:
             merged[key] = value
             merged[stamp] = changed_at
     return merged
-
-
-def _fields(member: FetchedMember) -> Iterator[tuple[str, Any]]:
-    yield STATUS, member.status.value
-    yield FIRST_NAME, member.first_name
-    yield LAST_NAME, member.last_name
-    for interest_id, flag in member.interests.items():
-        yield interest_key(interest_id), flag
 
 
 def changed(previous: Mapping[str, Any] | None, merged: Mapping[str, Any]) -> bool:
