@@ -221,17 +221,20 @@ class ContactGroupFacts(NamedTuple):
     built once per contact of a chunk).
 
     ``memberships``: status per group (absent: not a member). ``newest_history``: the newest
-    history row per group (by date, then id; absent: none), and ``history_at`` its date.
-    ``best_email``: as ``best_emails``. ``held_emails``: the contact's addresses on hold,
-    lower-cased.
+    history row per group (by date, then id; absent: none). ``best_email``: as
+    ``best_emails``. ``held_emails``: the contact's addresses on hold, lower-cased.
     """
 
     contact_id: int
     memberships: dict[int, GroupStatus]
     newest_history: dict[int, HistoryEntry]
-    history_at: dict[int, datetime]
     best_email: str | None
     held_emails: frozenset[str]
+
+    @property
+    def history_at(self) -> dict[int, datetime]:
+        """The newest history date per group."""
+        return {group: entry.date for group, entry in self.newest_history.items()}
 
 
 @dataclass(frozen=True)
@@ -263,7 +266,6 @@ def contact_group_facts(
             contact_id,
             dict(zip(m_groups, map(_GROUP_STATUS.__getitem__, m_status), strict=True)),
             dict(zip(h_groups, map(HistoryEntry, h_status, h_dates), strict=True)),
-            dict(zip(h_groups, h_dates, strict=True)),
             best,
             frozenset(held),
         )
