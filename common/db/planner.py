@@ -1,6 +1,6 @@
 """Planner statistics of the tables a run rewrites faster than autovacuum looks at them.
 
-A big fetch or reconcile changes the cache, the memberships and the history within
+A big fetch or reconcile changes the cache and the subscription history within
 minutes; the stages after it plan their joins on what ANALYZE last saw. Autovacuum's rule
 (more than 50 rows plus a tenth of the table changed since the last ANALYZE) is applied at
 once by ``analyze_if_outdated``, so an incremental run that changed a few rows keeps the
