@@ -50,6 +50,58 @@ FOLLOW_POLL = 1.0
 FIELDS = "members.id,members.email_address,members.status,members.last_changed,total_items"
 
 
+def _cpu_seconds(pid: int, reaped_children: bool = False) -> float:
+    """User plus system CPU time of ``pid``; with ``reaped_children``, also of its children
+    that have exited and been waited for (a Postgres backend's time moves there)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_cpu_seconds(postmaster: int) -> float:
+    """CPU time of the whole Postgres cluster: the postmaster, the backends it reaped, and
+    the ones still running."""
+    live = (
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and _parent_pid(p) == postmaster
+    )
+    return _cpu_seconds(postmaster, reaped_children=True) + sum(map(_cpu_seconds_or_zero, live))
+
+
+def _parent_pid(proc: Path) -> int:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+
+
+def _cpu_seconds_or_zero(pid: int) -> float:
+    try:
+        return _cpu_seconds(pid)
+    except (FileNotFoundError, ProcessLookupError):  # exited since it was listed
+        return 0.0
+
+
+def _postmaster_pid(engine: sa.Engine) -> int | None:
+    """The Postgres server's process, when this user may read its pid file."""
+    with engine.connect() as conn:
+        data_directory = conn.execute(sa.text("SHOW data_directory")).scalar_one()
+    try:
+        return int((Path(data_directory) / "postmaster.pid").read_text().split()[0])
+    except OSError:
+        return None
+
+
+def _cpu_by_process(processes: dict[str, list[int]], postmaster: int | None) -> dict[str, float]:
+    seconds = {name: sum(map(_cpu_seconds, pids)) for name, pids in processes.items()}
+    if postmaster is not None:
+        seconds["postgres (all backends)"] = _postgres_cpu_seconds(postmaster)
+    return seconds
+
+
 def _peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -159,14 +211,17 @@ class Figures:
     incremental_stages: list[tuple[str, float]]
     requests: dict[str, int]
     rss: dict[str, float]
+    cpu: dict[str, float]
 
 
 @contextmanager
-def _serving(mcsync: str, port: int, env: dict[str, str], api_key: str) -> Iterator[None]:
+def _serving(
+    mcsync: str, port: int, env: dict[str, str], api_key: str
+) -> Iterator[subprocess.Popen[str]]:
     """``mcsync serve`` on ``port``, with the account's batch webhook pointing at it."""
     base = f"http://127.0.0.1:{port}"
     env = {**env, "MCSYNC_WEBHOOK_BASE_URL": base}
-    with _process(mcsync, "serve", "--host", "127.0.0.1", "--port", str(port), env=env):
+    with _process(mcsync, "serve", "--host", "127.0.0.1", "--port", str(port), env=env) as serve:
         _wait_until_answering(base + "/healthz")
         registered = subprocess.run(
             [mcsync, "updatewebhook", "--api-key", api_key, "--process", "add_batch_webhook"],
@@ -177,7 +232,7 @@ def _serving(mcsync: str, port: int, env: dict[str, str], api_key: str) -> Itera
             check=False,
         )
         assert registered.returncode == 0, registered.stderr
-        yield
+        yield serve
 
 
 def _change_one_percent(engine: sa.Engine, sim_base: str, list_id: str, size: int) -> None:
@@ -216,6 +271,7 @@ def _change_one_percent(engine: sa.Engine, sim_base: str, list_id: str, size: in
 def _bench(size: int, port: int) -> Figures:
     with _database(f"mcsync_bench_{size}") as url, _simulator(port) as (sim, api_url):
         engine = create_engine(url)
+        postmaster = _postmaster_pid(engine)
         plan = plan_demo(size, seed=11)
         audience = seed_both_sides(engine, api_url, plan)
         with engine.connect() as conn:
@@ -243,12 +299,25 @@ def _bench(size: int, port: int) -> Figures:
             _process(mcsync, "worker", "reconciler", "--threads", "2", env=env) as reconciler,
             _process(mcsync, "worker", "reconciler", "--threads", "2", env=env) as reconciler2,
             _process(mcsync, "worker", "submitter", "--threads", "4", env=env) as submitter,
-            _serving(mcsync, port + 1, env, audience.api_key),
+            _serving(mcsync, port + 1, env, audience.api_key) as serve,
         ):
+            processes = {
+                "fetchers": [fetcher.pid, fetcher2.pid],
+                "reconcilers": [reconciler.pid, reconciler2.pid],
+                "submitter": [submitter.pid],
+                "webhooks (mcsync serve)": [serve.pid],
+                "simulator": [sim.pid],
+                "benchmark (follows the run)": [os.getpid()],
+            }
             requests.delete(api_url.removesuffix("/3.0") + "/_sim/requests", timeout=10)
+            cpu_before = _cpu_by_process(processes, postmaster)
             started, clock = datetime.now(UTC), time.perf_counter()
             fetch_and_reconcile(settings, SyncRequest(max_time=0), True, io.StringIO(), FOLLOW_POLL)
             initial = time.perf_counter() - clock
+            cpu = {
+                name: seconds - cpu_before[name]
+                for name, seconds in _cpu_by_process(processes, postmaster).items()
+            }
             stages = _stage_times(engine, audience.list_id, started)
             counts = requests.get(api_url.removesuffix("/3.0") + "/_sim/requests", timeout=10)
             _change_one_percent(engine, api_url.removesuffix("/3.0"), audience.list_id, size)
@@ -272,6 +341,7 @@ def _bench(size: int, port: int) -> Figures:
             incremental_stages,
             counts.json()["counts"],
             rss,
+            cpu,
         )
 
 
@@ -292,6 +362,9 @@ def _report(figures: Figures) -> None:
     print("Mailchimp requests by kind (initial sync):")
     for kind, count in sorted(figures.requests.items()):
         print(f"  {count:7d}  {kind}")
+    print(f"CPU time per process during the initial sync (the machine has {os.cpu_count()} cores):")
+    for name, seconds in figures.cpu.items():
+        print(f"  {seconds:7.1f} s  {name}")
     print("peak RSS per process (MB):")
     for name, mb in figures.rss.items():
         print(f"  {mb:7.0f}  {name}")
