@@ -333,6 +333,56 @@ def test_a_chunk_of_1000_rows_runs_a_bounded_number_of_statements(
     assert len(statements) <= 8
 
 
+def fetched_members_with_contacts(w: World, n: int) -> None:
+    """``n`` todo rows as a fetch leaves them (the demo's member data: names and two
+    interests, each with its change time), each linked to a contact Added to the group."""
+    w.conn.execute(
+        sa.text("""
+        WITH people AS (
+            INSERT INTO civicrm_contact (first_name, last_name, source)
+            SELECT 'P' || g, 'Tester', 'test' FROM generate_series(1, :n) g RETURNING id
+        ), hist AS (
+            INSERT INTO civicrm_subscription_history (contact_id, group_id, status, date, method)
+            SELECT id, :g, 'Added', :t0, 'Admin' FROM people
+        ), members AS (
+            INSERT INTO civicrm_group_contact (contact_id, group_id, status)
+            SELECT id, :g, 'Added' FROM people
+        )
+        INSERT INTO civicrm_mailchimpsync_cache (mailchimp_list_id, mailchimp_member_id,
+            mailchimp_email, mailchimp_status, mailchimp_updated, mailchimp_data,
+            civicrm_contact_id, sync_status)
+        SELECT :list_id, md5('p' || id), 'p' || id || '@example.org', 'subscribed', :t0,
+            jsonb_build_object('status', 'subscribed', 'status@', CAST(:at AS text),
+                'first_name', 'P' || id, 'first_name@', CAST(:at AS text),
+                'last_name', 'Tester', 'last_name@', CAST(:at AS text),
+                'interest-5b606e253e', false, 'interest-5b606e253e@', CAST(:at AS text),
+                'interest-984cd11a6e', false, 'interest-984cd11a6e@', CAST(:at AS text)),
+            id, 'todo'
+        FROM people
+        """),
+        {"n": n, "g": w.group, "t0": T0, "at": T0.isoformat(), "list_id": LIST_ID},
+    )
+
+
+def pages_of_rows(w: World) -> dict[int, int]:
+    sql = "SELECT id, (ctid::text::point)[0]::int FROM civicrm_mailchimpsync_cache"
+    return dict(w.conn.execute(sa.text(sql)).all())  # type: ignore[arg-type]
+
+
+def test_deciding_a_chunk_updates_its_rows_in_place_on_their_pages(world: World) -> None:
+    # A row's new version stays on its page (a HOT update, no new entry in any index) only
+    # if the page kept room for it; deciding adds the snapshot, so every row grows.
+    fetched_members_with_contacts(world, 1000)
+    before = pages_of_rows(world)
+
+    assert reconcile_all(world)["in_sync"] == 1000
+
+    after = pages_of_rows(world)
+    moved = [row for row, page in before.items() if after[row] != page]
+    assert world.rows()[min(before)]["civicrm_groups"] is not None
+    assert moved == []
+
+
 STAGES = {
     "fix_contact_ids": lambda w: stages.fix_contact_ids(w.conn, w.sc),
     "create_new_contacts": lambda w: stages.create_new_contacts_from_mailchimp(w.conn, w.sc),
