@@ -201,6 +201,30 @@ def _stage_times(engine: sa.Engine, list_id: str, since: datetime) -> list[tuple
     return times
 
 
+@dataclass(frozen=True)
+class WalPosition:
+    """How much the server has written to its write-ahead log, and checkpointed, so far."""
+
+    wal_bytes: int
+    checkpoints: int
+
+    @classmethod
+    def now(cls, engine: sa.Engine) -> WalPosition:
+        with engine.connect() as conn:
+            written, checkpoints = conn.execute(
+                sa.text(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0'), "
+                    "checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
+                )
+            ).one()
+        return cls(int(written), int(checkpoints))
+
+    def since(self, earlier: WalPosition) -> WalPosition:
+        return WalPosition(
+            self.wal_bytes - earlier.wal_bytes, self.checkpoints - earlier.checkpoints
+        )
+
+
 @dataclass
 class Figures:
     size: int
@@ -212,6 +236,7 @@ class Figures:
     requests: dict[str, int]
     rss: dict[str, float]
     cpu: dict[str, float]
+    wal: WalPosition  # written during the initial sync
 
 
 @contextmanager
@@ -311,9 +336,11 @@ def _bench(size: int, port: int) -> Figures:
             }
             requests.delete(api_url.removesuffix("/3.0") + "/_sim/requests", timeout=10)
             cpu_before = _cpu_by_process(processes, postmaster)
+            wal_before = WalPosition.now(engine)
             started, clock = datetime.now(UTC), time.perf_counter()
             fetch_and_reconcile(settings, SyncRequest(max_time=0), True, io.StringIO(), FOLLOW_POLL)
             initial = time.perf_counter() - clock
+            wal = WalPosition.now(engine).since(wal_before)
             cpu = {
                 name: seconds - cpu_before[name]
                 for name, seconds in _cpu_by_process(processes, postmaster).items()
@@ -342,6 +369,7 @@ def _bench(size: int, port: int) -> Figures:
             counts.json()["counts"],
             rss,
             cpu,
+            wal,
         )
 
 
@@ -365,6 +393,10 @@ def _report(figures: Figures) -> None:
     print(f"CPU time per process during the initial sync (the machine has {os.cpu_count()} cores):")
     for name, seconds in figures.cpu.items():
         print(f"  {seconds:7.1f} s  {name}")
+    print(
+        f"Postgres during the initial sync: {figures.wal.wal_bytes / 2**20:,.0f} MB of WAL, "
+        f"{figures.wal.checkpoints} checkpoints"
+    )
     print("peak RSS per process (MB):")
     for name, mb in figures.rss.items():
         print(f"  {mb:7.0f}  {name}")
