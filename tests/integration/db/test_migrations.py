@@ -18,8 +18,8 @@ pytestmark = pytest.mark.integration
 
 SCRATCH = "mcsync_migrations_check"
 
-# Autogenerate ignores CHECK constraints, index predicates and storage parameters, so compare
-# the catalog too.
+# Autogenerate ignores CHECK constraints, index predicates, storage parameters and statistics
+# targets, so compare the catalog too.
 CATALOG = sa.text("""
     SELECT 'constraint', conrelid::regclass::text, conname, pg_get_constraintdef(oid)
     FROM pg_constraint WHERE connamespace = 'public'::regnamespace
@@ -28,6 +28,10 @@ CATALOG = sa.text("""
     UNION ALL
     SELECT 'storage', relname::text, array_to_string(reloptions, ','), ''
     FROM pg_class WHERE relnamespace = 'public'::regnamespace AND reloptions IS NOT NULL
+    UNION ALL
+    SELECT 'statistics', attrelid::regclass::text, attname::text, attstattarget::text
+    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+    WHERE c.relnamespace = 'public'::regnamespace AND a.attnum > 0 AND a.attstattarget <> -1
     UNION ALL
     SELECT 'column', table_name, column_name,
            concat_ws(' ', data_type, character_maximum_length, is_nullable, column_default)
@@ -107,6 +111,7 @@ def test_migrated_catalog_matches_create_all_including_checks_and_index_predicat
     assert sorted(migrated) == sorted(created)
     assert any("WHERE" in str(row[3]) for row in migrated)  # the partial index is compared
     assert any("lower(" in str(row[3]) for row in migrated)  # and the functional one
+    assert any(row[0] == "statistics" for row in migrated)  # and the unsampled columns
 
 
 def test_downgrade_to_base_removes_every_table_and_upgrade_works_again(scratch_url: str) -> None:

@@ -196,6 +196,23 @@ def test_the_cache_is_analyzed_after_a_fetch_only_once_a_tenth_of_it_changed(
     assert cache.refresh_statistics(conn)
 
 
+def test_analyzing_the_cache_samples_its_keys_but_not_its_json_documents(
+    committing_db: sa.Connection,
+) -> None:
+    conn = committing_db
+    _changed_and_counted(conn, [fetched(n) for n in range(200)])
+    assert cache.refresh_statistics(conn)
+    conn.commit()
+
+    sampled = set(
+        conn.execute(
+            sa.text("SELECT attname FROM pg_stats WHERE tablename = 'civicrm_mailchimpsync_cache'")
+        ).scalars()
+    )
+    assert {"mailchimp_list_id", "mailchimp_member_id", "civicrm_contact_id"} <= sampled
+    assert not sampled & {"mailchimp_data", "civicrm_data", "civicrm_groups"}
+
+
 def _index_scans(conn: sa.Connection) -> dict[str, int]:
     conn.execute(sa.text("SELECT pg_stat_force_next_flush()"))
     conn.commit()
