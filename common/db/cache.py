@@ -71,11 +71,24 @@ class FetchedRow:
 
 @dataclass(frozen=True)
 class EarlierRow:
-    """What a member's row held before a fetch: its Mailchimp data and whether it is linked
-    to a contact."""
+    """What a member's row held before a fetch: its Mailchimp columns and whether it is
+    linked to a contact."""
 
     mailchimp_data: dict[str, Any] | None
     linked: bool
+    email: str | None = None
+    status: str | None = None
+    updated: datetime | None = None
+
+    def holds(self, row: FetchedRow) -> bool:
+        """The row holds exactly what was fetched, and has a contact (so nothing to match)."""
+        return (
+            self.linked
+            and self.email == row.email
+            and self.status == row.status
+            and self.updated == row.updated
+            and self.mailchimp_data == row.mailchimp_data
+        )
 
 
 class ClaimedRow(NamedTuple):
@@ -196,8 +209,11 @@ def merge_fetched(
     """Merge fetched members into their rows (per-field change times kept), as ``todo``;
     a row without a contact is linked to its email's owner (see ``upsert_fetched``).
 
-    Two statements whatever the page's size; rows are written in member-id order, one lock
-    order for concurrent pages.
+    A linked row that already holds what was fetched is not sent at all: an incremental
+    fetch reads back every member the last run's batches changed, whose results are in
+    their rows already, and the upsert locked each of them (a WAL record, a dirtied page) to
+    find nothing to write. Two statements whatever the page's size; rows are written in
+    member-id order, one lock order for concurrent pages. Returns the rows written.
     """
     ordered = sorted(members, key=lambda member: member.member_id)
     earlier = load_earlier_rows(conn, list_id, [m.member_id for m in ordered])
@@ -205,16 +221,16 @@ def merge_fetched(
     for member in ordered:
         row = earlier.get(member.member_id)
         previous = row.mailchimp_data if row is not None else None
-        rows.append(
-            FetchedRow(
-                member_id=member.member_id,
-                email=member.email,
-                status=member.status.value,
-                updated=member.last_changed,
-                mailchimp_data=merge_mailchimp_data(previous, member),
-                linked=row is not None and row.linked,
-            )
+        fetched = FetchedRow(
+            member_id=member.member_id,
+            email=member.email,
+            status=member.status.value,
+            updated=member.last_changed,
+            mailchimp_data=merge_mailchimp_data(previous, member),
+            linked=row is not None and row.linked,
         )
+        if row is None or not row.holds(fetched):
+            rows.append(fetched)
     return upsert_fetched(conn, list_id, subscription_group_id, rows)
 
 
@@ -232,7 +248,7 @@ def load_earlier_rows(
     conn.execute(_KEY_PROBES_ONLY)
     result = conn.execute(_LOAD_EARLIER_ROWS, {"list_id": list_id, "ids": ids}).all()
     conn.execute(_ANY_PLAN)
-    return {str(member_id): EarlierRow(data, linked) for member_id, data, linked in result}
+    return {str(member_id): EarlierRow(*columns) for member_id, *columns in result}
 
 
 @dataclass(frozen=True)
@@ -614,7 +630,8 @@ _ANY_PLAN = sa.text(
 # the other indexes lead by the audience too, and statistics that know the audience
 # (refresh_statistics_if_outgrown) make them cost a walk of the audience per probe.
 _LOAD_EARLIER_ROWS = sa.text("""
-    SELECT c.mailchimp_member_id, c.mailchimp_data, c.civicrm_contact_id IS NOT NULL
+    SELECT c.mailchimp_member_id, c.mailchimp_data, c.civicrm_contact_id IS NOT NULL,
+        c.mailchimp_email, c.mailchimp_status, c.mailchimp_updated
     FROM unnest(CAST(:ids AS text[])) AS k(member_id)
     JOIN civicrm_mailchimpsync_cache c
         ON c.mailchimp_list_id = :list_id AND c.mailchimp_member_id = k.member_id

@@ -11,7 +11,8 @@ from reconciler_support import LIST_ID, T0, World
 
 from common.db import cache
 from common.db.cache import FetchedRow
-from common.vocabulary import GroupStatus, SyncStatus
+from common.member_data import FetchedMember
+from common.vocabulary import GroupStatus, MailchimpStatus, SyncStatus
 
 NO_GROUP = 0  # no group: the test has no shared addresses to rank
 
@@ -54,10 +55,45 @@ def test_load_earlier_rows_returns_the_stored_data_of_known_members(world: World
 
     found = cache.load_earlier_rows(world.conn, LIST_ID, ["m1", "m2", "unknown"])
 
+    one, two = fetched(1), fetched(2)
     assert found == {
-        "m1": cache.EarlierRow(fetched(1).mailchimp_data, linked=True),
-        "m2": cache.EarlierRow(fetched(2).mailchimp_data, linked=False),
+        "m1": cache.EarlierRow(one.mailchimp_data, True, one.email, one.status, one.updated),
+        "m2": cache.EarlierRow(two.mailchimp_data, False, two.email, two.status, two.updated),
     }
+
+
+def member(n: int, status: str = "subscribed") -> FetchedMember:
+    return FetchedMember(
+        f"m{n}", f"p{n}@example.org", MailchimpStatus(status), T0 + timedelta(hours=n)
+    )
+
+
+def test_members_fetched_back_unchanged_are_neither_written_nor_locked(
+    clean_tables: sa.Engine,
+) -> None:
+    with clean_tables.connect() as conn:
+        world = World(conn)
+        for n in (1, 2):
+            world.contact(f"P{n}", f"p{n}@example.org")
+        assert cache.merge_fetched(conn, LIST_ID, world.group, [member(n) for n in range(4)]) == 4
+        conn.execute(sa.text("UPDATE civicrm_mailchimpsync_cache SET sync_status = 'ok'"))
+        conn.commit()
+
+        # m1 is as it was; m2 changed; m3 has no contact yet, so its owner is looked for.
+        page = [member(1), member(2, "unsubscribed"), member(3)]
+        assert cache.merge_fetched(conn, LIST_ID, world.group, page) == 1
+        with clean_tables.connect() as other:
+            unlocked = other.execute(
+                sa.text(
+                    "SELECT mailchimp_member_id FROM civicrm_mailchimpsync_cache "
+                    "ORDER BY 1 FOR UPDATE SKIP LOCKED"
+                )
+            ).scalars()
+            assert list(unlocked) == ["m0", "m1"]  # m2 written, m3 looked at by the upsert
+        conn.commit()
+
+        statuses = {r["mailchimp_member_id"]: r["sync_status"] for r in world.rows().values()}
+        assert statuses == {"m0": "ok", "m1": "ok", "m2": "todo", "m3": "ok"}
 
 
 def test_a_thousand_fetched_members_are_written_in_one_statement(
