@@ -13,7 +13,6 @@ and problem ``title``, never by ``type`` (often missing).
 from __future__ import annotations
 
 import io
-import json
 import re
 import tarfile
 import zlib
@@ -21,6 +20,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any, Final
+
+import orjson
 
 from common.member_data import FetchedMember, merge_mailchimp_data
 from common.vocabulary import MailchimpStatus, SyncStatus
@@ -178,8 +179,8 @@ def _results_of_entry(
 
 def _json_array(content: bytes, name: str) -> list[Any]:
     try:
-        parsed = json.loads(content)
-    except ValueError as error:
+        parsed = orjson.loads(content)
+    except orjson.JSONDecodeError as error:
         raise ResultArchiveError(f"{name}: not JSON: {error}") from error
     if not isinstance(parsed, list):
         raise ResultArchiveError(f"{name}: expected a JSON array, got {type(parsed).__name__}")
@@ -204,13 +205,13 @@ def _response_text(response: Any) -> str:
         return ""
     if isinstance(response, str):
         return response
-    return json.dumps(response)
+    return orjson.dumps(response).decode()
 
 
 def _parse_object(text: str) -> dict[str, Any] | None:
     try:
-        parsed = json.loads(text)
-    except ValueError:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError:
         return None
     return parsed if isinstance(parsed, dict) else None
 
