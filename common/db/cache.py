@@ -76,9 +76,9 @@ class EarlierRow:
 
     mailchimp_data: dict[str, Any] | None
     linked: bool
-    email: str | None = None
-    status: str | None = None
-    updated: datetime | None = None
+    email: str | None
+    status: str | None
+    updated: datetime | None
 
     def holds(self, row: FetchedRow) -> bool:
         """The row holds exactly what was fetched, and has a contact (so nothing to match)."""
