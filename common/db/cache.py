@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from common.db import planner
 from common.db.crm import HistoryEntry
-from common.db.params import json_rows
+from common.db.params import id_array, json_rows
 from common.member_data import FetchedMember, merge_mailchimp_data, to_utc
 from common.vocabulary import PLUGIN_DATA_SENT, GroupStatus, SyncStatus
 
@@ -33,7 +33,6 @@ __all__ = [
     "PluginSource",
     "RowStatus",
     "add_crm_only_rows",
-    "chunk_ranges",
     "claim_todo_rows",
     "clear_missing_contacts",
     "delete_crm_only_duplicates",
@@ -486,20 +485,22 @@ def mark_all_contacts_todo(conn: sa.Connection, list_id: str) -> int:
 # --- readyToReconcileQueue -------------------------------------------------------------
 
 
-def chunk_ranges(conn: sa.Connection, list_id: str, chunk_size: int) -> list[tuple[int, int, int]]:
-    """Id ranges ``(first, last, rows)`` covering the audience's ``todo`` rows, ``chunk_size``
-    rows each."""
-    params = {"list_id": list_id, "size": chunk_size}
-    return [(int(a), int(b), int(n)) for a, b, n in conn.execute(_CHUNK_RANGES, params)]
-
-
 def claim_todo_rows(
-    conn: sa.Connection, list_id: str, first_id: int, last_id: int
+    conn: sa.Connection, list_id: str, cache_ids: Sequence[int]
 ) -> list[ClaimedRow]:
-    """Lock the ``todo`` rows with ids in ``[first_id, last_id]``, skipping rows another
-    transaction holds (``FOR UPDATE SKIP LOCKED``), so no row is decided twice at once."""
-    params = {"list_id": list_id, "first": first_id, "last": last_id}
-    return [ClaimedRow(*row) for row in conn.execute(_CLAIM_TODO, params).all()]
+    """Lock those of these rows that are still ``todo``, skipping rows another transaction
+    holds (``FOR UPDATE SKIP LOCKED``), so no row is decided twice at once. Ids with none
+    missing between them (a first sync's chunk) are read as one range; ids far apart (an
+    incremental run's) are probed one by one, and no row between them is read."""
+    ids = sorted(set(cache_ids))
+    if not ids:
+        return []
+    params: dict[str, object] = {"list_id": list_id, "first": ids[0], "last": ids[-1]}
+    statement = _CLAIM_TODO_RANGE
+    if ids[-1] - ids[0] + 1 > len(ids):
+        params["ids"] = id_array(ids)
+        statement = _CLAIM_TODO_IDS
+    return [ClaimedRow(*row) for row in conn.execute(statement, params).all()]
 
 
 def group_snapshot(newest: Mapping[int, HistoryEntry]) -> Snapshot:
@@ -815,15 +816,7 @@ _MARK_ALL_CONTACTS = sa.text("""
     WHERE mailchimp_list_id = :list_id AND civicrm_contact_id IS NOT NULL
       AND sync_status <> 'todo'
 """)
-_CHUNK_RANGES = sa.text("""
-    SELECT min(id), max(id), count(*) FROM (
-        SELECT id, (row_number() OVER (ORDER BY id) - 1) / :size AS bucket
-        FROM civicrm_mailchimpsync_cache
-        WHERE mailchimp_list_id = :list_id AND sync_status = 'todo'
-    ) AS numbered
-    GROUP BY bucket ORDER BY bucket
-""")
-_CLAIM_TODO = sa.text("""
+_CLAIM_TODO = """
     SELECT c.id, c.civicrm_contact_id, c.mailchimp_member_id, c.mailchimp_email,
         c.mailchimp_status, c.mailchimp_updated, c.mailchimp_data, c.civicrm_data,
         o.subscribed, o.any
@@ -836,11 +829,13 @@ _CLAIM_TODO = sa.text("""
         WHERE o.mailchimp_list_id = c.mailchimp_list_id AND o.id <> c.id
           AND o.civicrm_contact_id = c.civicrm_contact_id
     ) AS o
-    WHERE c.mailchimp_list_id = :list_id AND c.sync_status = 'todo'
-      AND c.id BETWEEN :first AND :last
+    WHERE c.id BETWEEN :first AND :last {ids}
+      AND c.mailchimp_list_id = :list_id AND c.sync_status = 'todo'
     ORDER BY c.id
     FOR UPDATE OF c SKIP LOCKED
-""")
+"""
+_CLAIM_TODO_RANGE = sa.text(_CLAIM_TODO.format(ids=""))
+_CLAIM_TODO_IDS = sa.text(_CLAIM_TODO.format(ids="AND c.id = ANY(CAST(:ids AS bigint[]))"))
 _SET_DECIDED = sa.text("""
     UPDATE civicrm_mailchimpsync_cache c
     SET sync_status = r.status, civicrm_groups = r.groups, fail_reason = r.reason

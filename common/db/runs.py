@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -346,7 +346,7 @@ def forget_pages(conn: sa.Connection, list_id: str, keep_run: str | None = None)
 
 
 class PlannedChunk(NamedTuple):
-    """Ids ``first_id``..``last_id`` (inclusive) of the queue, holding ``row_count`` todo rows."""
+    """``row_count`` todo rows of the queue, ids ``first_id``..``last_id`` (inclusive)."""
 
     first_id: int
     last_id: int
@@ -354,22 +354,39 @@ class PlannedChunk(NamedTuple):
 
 
 def plan_chunks(
-    conn: sa.Connection, list_id: str, run_id: str, chunks: Sequence[PlannedChunk]
-) -> None:
-    """Record the run's chunks, forgetting the audience's earlier plans."""
+    conn: sa.Connection, list_id: str, run_id: str, chunk_size: int = 1000
+) -> list[PlannedChunk]:
+    """Cut the audience's ``todo`` rows into chunks of at most ``chunk_size`` in id order and
+    record them, each with its rows' ids, as the run's (the audience's earlier plans are
+    forgotten). One statement: the ids never leave Postgres, so planning a million rows
+    holds a thousand chunks in memory, not a million ids."""
     forget_chunks(conn, list_id)
-    rows = [{"list_id": list_id, "run_id": run_id, **chunk._asdict()} for chunk in chunks]
-    if rows:
-        conn.execute(pg_insert(reconcile_chunk), rows)
+    params = {"list_id": list_id, "run_id": run_id, "size": chunk_size}
+    return sorted(PlannedChunk(*row) for row in conn.execute(_PLAN_CHUNKS, params))
+
+
+# Reads the cache's todo rows, which the chunks are made of.
+_PLAN_CHUNKS = sa.text("""
+    INSERT INTO mailchimpsync_reconcile_chunk
+        (list_id, run_id, first_id, last_id, row_count, row_ids)
+    SELECT :list_id, :run_id, min(id), max(id), count(*), array_agg(id ORDER BY id)
+    FROM (
+        SELECT id, (row_number() OVER (ORDER BY id) - 1) / :size AS bucket
+        FROM civicrm_mailchimpsync_cache
+        WHERE mailchimp_list_id = :list_id AND sync_status = 'todo'
+    ) AS numbered
+    GROUP BY bucket
+    RETURNING first_id, last_id, row_count
+""")
 
 
 def take_chunk(
     conn: sa.Connection, list_id: str, run_id: str, first_id: int, now: datetime
-) -> bool:
-    """Mark a planned chunk decided in the caller's transaction, which then decides it; False
-    when it is not the run's or already decided. A redelivered copy of a chunk in flight waits
-    here for the first to commit, then finds it decided."""
-    taken = conn.execute(
+) -> list[int] | None:
+    """Mark a planned chunk decided in the caller's transaction, which then decides it, and
+    return its rows' ids; None when it is not the run's or already decided. A redelivered copy
+    of a chunk in flight waits here for the first to commit, then finds it decided."""
+    return conn.execute(
         sa.update(reconcile_chunk)
         .where(
             reconcile_chunk.c.list_id == list_id,
@@ -378,8 +395,8 @@ def take_chunk(
             reconcile_chunk.c.decided_at.is_(None),
         )
         .values(decided_at=now)
-    )
-    return taken.rowcount == 1
+        .returning(reconcile_chunk.c.row_ids)
+    ).scalar_one_or_none()
 
 
 def chunks_left(conn: sa.Connection, list_id: str, run_id: str) -> int:

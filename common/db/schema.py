@@ -25,7 +25,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData(
     naming_convention={
@@ -200,6 +200,9 @@ reconcile_chunk = Table(
     Column("last_id", BigInteger, nullable=False),
     Column("row_count", Integer, nullable=False),
     Column("decided_at", DateTime(timezone=True)),
+    # The ids of the chunk's todo rows when it was planned: in an incremental run they are
+    # spread over the audience, and a claim by id range read every row between them.
+    Column("row_ids", ARRAY(BigInteger), nullable=False, server_default=text("'{}'")),
 )
 
 # Audience webhook events, stored before Mailchimp's request is answered; ``published_at`` says

@@ -1,7 +1,7 @@
 """The reconcile queue (``readyToReconcileQueue``): decide the ``todo`` rows, a chunk at a time.
 
-``plan_chunks`` cuts the audience's ``todo`` rows into id ranges; ``reconcile_chunk`` claims
-the rows of one range (``FOR UPDATE SKIP LOCKED``: two workers never decide a row at once),
+The run's chunks are planned by ``runs.plan_chunks``; ``reconcile_chunk`` claims the rows of
+one by their ids (``FOR UPDATE SKIP LOCKED``: two workers never decide a row at once),
 gathers every fact for the whole chunk in three queries, decides each row with the pure
 ``decide``, then writes each kind of outcome in one bulk statement: CRM membership changes
 (history rows with method ``MCsync``), new update rows, folded updates cancelled, and each
@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import sqlalchemy as sa
 
-from common.db import cache, crm, runs, updates
+from common.db import cache, crm, updates
 from common.db.config import SyncConnection
 from common.vocabulary import SyncStatus
 from services.reconciler.decide import (
@@ -68,20 +68,12 @@ class _Gathered(NamedTuple):
     newest_history: Mapping[int, crm.HistoryEntry]
 
 
-def plan_chunks(
-    conn: sa.Connection, list_id: str, chunk_size: int = 1000
-) -> list[runs.PlannedChunk]:
-    """Id ranges, inclusive, covering the audience's ``todo`` rows with at most
-    ``chunk_size`` rows each (keyset: every ``chunk_size``-th id). One query."""
-    return [runs.PlannedChunk(*r) for r in cache.chunk_ranges(conn, list_id, chunk_size)]
-
-
 def reconcile_chunk(
-    conn: sa.Connection, sc: SyncConnection, first_id: int, last_id: int, now: datetime
+    conn: sa.Connection, sc: SyncConnection, cache_ids: Sequence[int], now: datetime
 ) -> ChunkReport:
-    """Claim, decide and write the ``todo`` rows of ``[first_id, last_id]``; CRM changes are
-    dated ``now``. Rows locked by another transaction are skipped, not waited for."""
-    rows = cache.claim_todo_rows(conn, sc.list_id, first_id, last_id)
+    """Claim, decide and write those of ``cache_ids`` still ``todo``; CRM changes are dated
+    ``now``. Rows locked by another transaction are skipped, not waited for."""
+    rows = cache.claim_todo_rows(conn, sc.list_id, cache_ids)
     if not rows:
         return ChunkReport(0, {})
     gathered = gather(conn, sc, rows)

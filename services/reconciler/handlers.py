@@ -86,8 +86,7 @@ def _plan_queue(
     conn: sa.Connection, connection: SyncConnection, state: RunState, now: datetime
 ) -> list[Message]:
     assert state.run_id is not None
-    planned = chunk.plan_chunks(conn, state.list_id, CHUNK_SIZE)
-    runs.plan_chunks(conn, state.list_id, state.run_id, planned)
+    planned = runs.plan_chunks(conn, state.list_id, state.run_id, CHUNK_SIZE)
     runs.log(conn, state.list_id, f"{QUEUE}: {len(planned)} chunks to decide", now)
     if not planned:
         return after_stage(conn, state, QUEUE, connection.data_sync, now)
@@ -111,10 +110,11 @@ def reconcile_chunk(deps: Deps, message: ReconcileChunk) -> list[Message]:
             return []
         # A chunk already taken was decided and committed; its copy only checks whether the
         # run can move on (the first may have died before it did).
-        if runs.take_chunk(conn, message.list_id, message.run_id, message.first_id, deps.clock()):
-            report = chunk.reconcile_chunk(
-                conn, connection, message.first_id, message.last_id, deps.clock()
-            )
+        taken = runs.take_chunk(
+            conn, message.list_id, message.run_id, message.first_id, deps.clock()
+        )
+        if taken is not None:
+            report = chunk.reconcile_chunk(conn, connection, taken, deps.clock())
             queued = report.counts.get(chunk.UPDATES_QUEUED, 0)
     # Not inside the chunk's transaction: that one shares the status row with other chunks.
     with deps.engine.begin() as conn:

@@ -140,7 +140,7 @@ def _sync_row(
             crm.set_contact_names(conn, row.contact_id, event.first_name, event.last_name)
     if sc.data_sync:
         stages.check_for_data_updates(conn, sc, plugins, rows)
-    report = chunk.reconcile_chunk(conn, sc, cache_id, cache_id, now)
+    report = chunk.reconcile_chunk(conn, sc, rows, now)
     decided = ", ".join(f"{k} {v}" for k, v in report.counts.items() if v) or "nothing to do"
     return Outcome(f"row {cache_id}: {decided}", report.counts.get("updates_queued", 0))
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from common.db import config, crm
+from common.db import config, crm, runs
 from common.db.config import SyncConnection
 from common.db.schema import cache
 from common.vocabulary import GroupStatus
@@ -114,3 +114,10 @@ class World:
             "FROM civicrm_mailchimpsync_update ORDER BY id"
         )
         return [tuple(r) for r in self.conn.execute(sa.text(sql))]
+
+
+def planned_chunks(conn: sa.Connection, size: int = 1000, run_id: str = "a-run") -> list[list[int]]:
+    """The audience's todo rows planned into chunks as a run plans them: each chunk's row ids,
+    as taking the chunk to decide it hands them over."""
+    planned = runs.plan_chunks(conn, LIST_ID, run_id, size)
+    return [runs.take_chunk(conn, LIST_ID, run_id, c.first_id, T0) or [] for c in planned]

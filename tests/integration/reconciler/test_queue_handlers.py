@@ -79,8 +79,9 @@ def test_a_chunk_redelivered_after_its_worker_died_still_moves_the_run_on(
     for message in others:
         handlers.reconcile_chunk(_deps(clean_tables), message)
     with clean_tables.begin() as conn:  # the last chunk decided, then its worker killed
-        assert runs.take_chunk(conn, LIST_ID, run_id, last.first_id, NOW)
-        chunk.reconcile_chunk(conn, world.sc, last.first_id, last.last_id, NOW)
+        row_ids = runs.take_chunk(conn, LIST_ID, run_id, last.first_id, NOW)
+        assert row_ids
+        chunk.reconcile_chunk(conn, world.sc, row_ids, NOW)
 
     redelivered = handlers.reconcile_chunk(_deps(clean_tables), last)
 

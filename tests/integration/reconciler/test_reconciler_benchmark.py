@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-from reconciler_support import LIST_ID, T0, World
+from reconciler_support import LIST_ID, T0, World, planned_chunks
 
 from common.db import cache
 from common.vocabulary import SyncStatus
@@ -92,9 +92,9 @@ def test_time_every_stage_on_100000_rows(db: sa.Connection) -> None:
 
     def reconcile() -> dict[str, int]:
         totals: dict[str, int] = {}
-        for first, last, _ in chunk.plan_chunks(db, LIST_ID, 1000):
+        for row_ids in planned_chunks(db):
             for key, n in chunk.reconcile_chunk(
-                db, sc, first, last, T0 + timedelta(days=1)
+                db, sc, row_ids, T0 + timedelta(days=1)
             ).counts.items():
                 totals[key] = totals.get(key, 0) + n
         return totals

@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from reconciler_support import LIST_ID, T0, World
+from reconciler_support import LIST_ID, T0, World, planned_chunks
 
 from common.db import batches as batches_sql
 from common.db import cache as cache_sql
+from common.db import runs
 from common.db import updates as updates_sql
+from common.db.params import id_array
 from common.vocabulary import GroupStatus, SyncStatus
 from services.reconciler import chunk, stages
 from services.reconciler.decide import CLEANED_ADDRESS
@@ -40,8 +42,8 @@ def sync_history(w: World) -> list[tuple[Any, ...]]:
 
 def reconcile_all(w: World, size: int = 1000) -> dict[str, int]:
     totals: dict[str, int] = {}
-    for first, last, _ in chunk.plan_chunks(w.conn, LIST_ID, size):
-        for key, n in chunk.reconcile_chunk(w.conn, w.sc, first, last, NOW).counts.items():
+    for row_ids in planned_chunks(w.conn, size):
+        for key, n in chunk.reconcile_chunk(w.conn, w.sc, row_ids, NOW).counts.items():
             totals[key] = totals.get(key, 0) + n
     return totals
 
@@ -208,13 +210,51 @@ def test_plugin_data_goes_to_mailchimp_once_unless_its_update_failed(db: sa.Conn
     ]
 
 
-def test_plan_chunks_covers_the_todo_rows_in_ranges_of_chunk_size(world: World) -> None:
-    ids = [world.row(f"{n}@example.org", "unsubscribed", sync_status="todo") for n in range(7)]
-    world.row("done@example.org", "unsubscribed")
+def test_plan_chunks_covers_the_todo_rows_in_chunks_of_chunk_size(world: World) -> None:
+    ids = []
+    for n in range(7):
+        ids.append(world.row(f"{n}@example.org", "unsubscribed", sync_status="todo"))
+        world.row(f"done{n}@example.org", "unsubscribed")  # between them, decided
 
-    ranges = chunk.plan_chunks(world.conn, LIST_ID, 3)
+    planned = runs.plan_chunks(world.conn, LIST_ID, "a-run", 3)
 
-    assert ranges == [(ids[0], ids[2], 3), (ids[3], ids[5], 3), (ids[6], ids[6], 1)]
+    assert planned == [(ids[0], ids[2], 3), (ids[3], ids[5], 3), (ids[6], ids[6], 1)]
+    taken = [runs.take_chunk(world.conn, LIST_ID, "a-run", c.first_id, NOW) for c in planned]
+    assert taken == [ids[0:3], ids[3:6], ids[6:]]
+
+
+def test_a_chunk_claims_its_planned_rows_and_reads_none_between_them(world: World) -> None:
+    # An incremental run: a few todo rows spread over an audience otherwise decided.
+    def rows(n: int, sync_status: str) -> list[int]:
+        sql = """
+            INSERT INTO civicrm_mailchimpsync_cache (mailchimp_list_id, sync_status)
+            SELECT :list_id, :status FROM generate_series(1, :n) RETURNING id
+        """
+        params = {"list_id": LIST_ID, "status": sync_status, "n": n}
+        return list(world.conn.execute(sa.text(sql), params).scalars())
+
+    todo = rows(3, "todo")
+    rows(5000, "ok")
+    todo += rows(1, "todo")
+    world.conn.execute(sa.text("ANALYZE civicrm_mailchimpsync_cache"))
+    assert planned_chunks(world.conn) == [todo]
+
+    params = {"list_id": LIST_ID, "first": todo[0], "last": todo[-1], "ids": id_array(todo)}
+    plan = world.conn.execute(
+        sa.text("EXPLAIN (ANALYZE, FORMAT JSON) " + cache_sql._CLAIM_TODO_IDS.text), params
+    ).scalar_one()
+    assert _rows_read(plan[0]["Plan"], "civicrm_mailchimpsync_cache", "c") == 4
+    assert chunk.reconcile_chunk(world.conn, world.sc, todo, NOW).claimed == 4
+
+
+def _rows_read(node: dict[str, Any], table: str, alias: str) -> int:
+    """Rows the plan's scans of ``table`` as ``alias`` read (returned plus filtered out)."""
+    read = 0
+    if node.get("Relation Name") == table and node.get("Alias") == alias:
+        loops = node.get("Actual Loops", 1)
+        returned = node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)
+        read += returned * loops
+    return read + sum(_rows_read(child, table, alias) for child in node.get("Plans", []))
 
 
 # --- SKIP LOCKED ------------------------------------------------------------------------
@@ -235,34 +275,35 @@ def test_an_overlapping_range_skips_rows_another_transaction_is_deciding(
     committed_world: World, clean_tables: sa.Engine
 ) -> None:
     with clean_tables.connect() as one, clean_tables.connect() as two:
-        first, last, _ = chunk.plan_chunks(one, LIST_ID, 1000)[0]
-        middle = first + (last - first) // 2
-        a = chunk.reconcile_chunk(one, committed_world.sc, first, middle, NOW)
-        b = chunk.reconcile_chunk(two, committed_world.sc, first, last, NOW)
+        (row_ids,) = planned_chunks(one)
+        half = row_ids[: len(row_ids) // 2]
+        a = chunk.reconcile_chunk(one, committed_world.sc, half, NOW)
+        b = chunk.reconcile_chunk(two, committed_world.sc, row_ids, NOW)
         one.commit()
         two.commit()
         assert a.claimed + b.claimed == 60
-        assert a.claimed == middle - first + 1
+        assert a.claimed == len(half)
         history = one.execute(
             sa.text("SELECT contact_id, count(*) FROM civicrm_subscription_history GROUP BY 1")
         ).all()
     assert len(history) == 60 and all(n == 1 for _, n in history)
 
 
-def test_two_workers_reconciling_the_same_ranges_never_decide_a_row_twice(
+def test_two_workers_reconciling_the_same_chunks_never_decide_a_row_twice(
     committed_world: World, clean_tables: sa.Engine
 ) -> None:
     with clean_tables.connect() as conn:
-        ranges = chunk.plan_chunks(conn, LIST_ID, 7)
+        planned = planned_chunks(conn, 7)
+        conn.commit()
     claimed: list[int] = []
     barrier = threading.Barrier(2)
 
     def worker() -> None:
         with clean_tables.connect() as conn:
             barrier.wait()
-            for first, last, _ in ranges:
+            for row_ids in planned:
                 claimed.append(
-                    chunk.reconcile_chunk(conn, committed_world.sc, first, last, NOW).claimed
+                    chunk.reconcile_chunk(conn, committed_world.sc, row_ids, NOW).claimed
                 )
                 conn.commit()
 
@@ -322,10 +363,10 @@ def test_a_chunk_of_1000_rows_runs_a_bounded_number_of_statements(
     world: World, statements: list[str]
 ) -> None:
     mixed_rows(world, 1000)
-    ((first, last, _),) = chunk.plan_chunks(world.conn, LIST_ID, 1000)
+    (row_ids,) = planned_chunks(world.conn)
     statements.clear()
 
-    report = chunk.reconcile_chunk(world.conn, world.sc, first, last, NOW)
+    report = chunk.reconcile_chunk(world.conn, world.sc, row_ids, NOW)
 
     assert report.claimed == 1000
     kinds = ("in_sync", "added_to_group", "removed_from_group", "queued", "failed")

@@ -298,7 +298,7 @@ def test_a_change_the_sync_wrote_itself_is_not_news_to_the_next_run(world: World
         "a@example.org", "subscribed", ada, at=T0 + timedelta(days=1), sync_status="todo"
     )
     stages.check_for_group_changes(world.conn, world.sc, since=None)
-    chunk.reconcile_chunk(world.conn, world.sc, row, row, T0 + timedelta(days=2))
+    chunk.reconcile_chunk(world.conn, world.sc, [row], T0 + timedelta(days=2))
     assert world.rows()[row]["sync_status"] == "ok"  # added to the group by the sync itself
 
     report = stages.check_for_group_changes(world.conn, world.sc, since=T0)
@@ -327,7 +327,7 @@ def test_a_decided_row_holds_its_contacts_newest_history_per_group(world: World)
     world.history(ada, ADDED, T0 + timedelta(hours=2), group=world.interest_groups[0])
     row = world.row("a@example.org", "unsubscribed", ada, sync_status="todo")
 
-    chunk.reconcile_chunk(world.conn, world.sc, row, row, T0 + timedelta(days=1))
+    chunk.reconcile_chunk(world.conn, world.sc, [row], T0 + timedelta(days=1))
 
     assert world.rows()[row]["civicrm_groups"] == {
         str(world.group): {"status": "Removed", "date": "2026-01-01T13:00:00.000000+00:00"},
@@ -344,7 +344,7 @@ def test_a_decided_row_holds_the_change_its_chunk_made(world: World) -> None:
     duplicate = world.row(contact_id=ada)
     decided_at = T0 + timedelta(days=1, microseconds=123)
 
-    chunk.reconcile_chunk(world.conn, world.sc, row, row, decided_at)
+    chunk.reconcile_chunk(world.conn, world.sc, [row], decided_at)
 
     added = {str(world.group): {"status": "Added", "date": "2026-01-02T12:00:00.000123+00:00"}}
     assert world.rows()[row]["civicrm_groups"] == added
@@ -358,7 +358,7 @@ def test_the_snapshot_a_chunk_writes_is_the_one_the_group_check_compares(world: 
     world.history(ada, REMOVED, odd, group=world.interest_groups[0])
     row = world.row("a@example.org", "subscribed", ada, at=T0, sync_status="todo")
     world.conn.execute(sa.text("SET TIME ZONE 'Asia/Kathmandu'"))
-    chunk.reconcile_chunk(world.conn, world.sc, row, row, odd + timedelta(days=1))
+    chunk.reconcile_chunk(world.conn, world.sc, [row], odd + timedelta(days=1))
     cache_sql.set_sync_statuses(world.conn, [cache_sql.RowStatus(row, SyncStatus.OK)])
 
     report = stages.check_for_group_changes(world.conn, world.sc, since=odd - timedelta(days=1))

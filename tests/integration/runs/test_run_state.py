@@ -84,15 +84,27 @@ def test_a_page_is_marked_fetched_only_once(db: sa.Connection) -> None:
     assert runs.pages_of(db, LIST, "run-1", fetched=False) == [0, 2000]
 
 
+def _todo_rows(db: sa.Connection, ids: list[int]) -> None:
+    db.execute(
+        sa.text(
+            "INSERT INTO civicrm_mailchimpsync_cache (id, mailchimp_list_id, sync_status) "
+            "SELECT i, :list_id, 'todo' FROM unnest(CAST(:ids AS bigint[])) AS i"
+        ),
+        {"list_id": LIST, "ids": ids},
+    )
+
+
 def test_progress_counts_the_rows_of_the_runs_decided_chunks(db: sa.Connection) -> None:
     run_id = runs.start(db, runs.lock(db, LIST), RunParams(), False, NOW).run_id
     assert run_id is not None
-    runs.plan_chunks(db, LIST, "an-earlier-run", [runs.PlannedChunk(1, 9, 9)])
-    chunks = [runs.PlannedChunk(1, 1000, 1000), runs.PlannedChunk(1001, 1500, 321)]
-    runs.plan_chunks(db, LIST, run_id, chunks)
+    spread = [*range(1001, 1321), 1500]  # 321 todo rows among 500 ids
+    _todo_rows(db, [*range(1, 1001), *spread])
+    runs.plan_chunks(db, LIST, "an-earlier-run", 100)
+    chunks = runs.plan_chunks(db, LIST, run_id, 1000)
+    assert chunks == [runs.PlannedChunk(1, 1000, 1000), runs.PlannedChunk(1001, 1500, 321)]
 
-    assert runs.take_chunk(db, LIST, run_id, 1001, NOW)
-    assert not runs.take_chunk(db, LIST, run_id, 1001, NOW)  # a redelivered chunk
+    assert runs.take_chunk(db, LIST, run_id, 1001, NOW) == spread
+    assert runs.take_chunk(db, LIST, run_id, 1001, NOW) is None  # a redelivered chunk
 
     progress = stats.progress(db, LIST)
     assert progress is not None
