@@ -4,9 +4,10 @@ Every function is set-based: it takes sequences and runs a fixed number of state
 never one query per row. Rows travel as one JSON parameter expanded by ``json_to_recordset``
 (psycopg adapts each list parameter element by element in Python, so parallel arrays of
 100,000 rows cost the client seconds; orjson serialises the rows in milliseconds); a plain
-list of ids or addresses travels as one array. The SQL is written out, and only here, so that
-a later adapter can point it at a real CiviCRM database. Functions run on the caller's
-connection and never commit: the caller owns the transaction.
+list of ids or addresses travels as one array (on a chunk's path, as one array literal:
+``id_array``). The SQL is written out, and only here, so that a later adapter can point it
+at a real CiviCRM database. Functions run on the caller's connection and never commit: the
+caller owns the transaction.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import NamedTuple
 import sqlalchemy as sa
 
 from common.db import planner
-from common.db.params import json_rows
+from common.db.params import id_array, json_rows
 from common.vocabulary import SYNC_METHOD, GroupStatus
 
 __all__ = [
@@ -255,7 +256,7 @@ def contact_group_facts(
     ids = sorted(set(contact_ids))
     if not ids:
         return {}
-    params = {"ids": ids, "group_ids": list(group_ids)}
+    params = {"ids": id_array(ids), "group_ids": list(group_ids)}
     # Columns by position and dicts from zip/map: a chunk builds a thousand of these, and
     # named access and comprehensions cost as much as the query's own probes.
     facts = {}

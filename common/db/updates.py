@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from common.db.params import json_rows
+from common.db.params import id_array, json_rows
 
 __all__ = [
     "CANCELLED",
@@ -73,7 +73,7 @@ def load_open_updates(
     ids = list(cache_ids)
     found: dict[int, list[OpenUpdateRow]] = {}
     if ids:
-        for update_id, cache_id, data in conn.execute(_OPEN_UPDATES, {"ids": ids}):
+        for update_id, cache_id, data in conn.execute(_OPEN_UPDATES, {"ids": id_array(ids)}):
             found.setdefault(int(cache_id), []).append(
                 OpenUpdateRow(int(update_id), int(cache_id), data)
             )
