@@ -346,11 +346,13 @@ def forget_pages(conn: sa.Connection, list_id: str, keep_run: str | None = None)
 
 
 class PlannedChunk(NamedTuple):
-    """``row_count`` todo rows of the queue, ids ``first_id``..``last_id`` (inclusive)."""
+    """``row_count`` todo rows of the queue, ids ``first_id``..``last_id`` (inclusive), of
+    which ``rows_without_member`` are not at Mailchimp yet."""
 
     first_id: int
     last_id: int
     row_count: int
+    rows_without_member: int
 
 
 def plan_chunks(
@@ -359,24 +361,37 @@ def plan_chunks(
     """Cut the audience's ``todo`` rows into chunks of at most ``chunk_size`` in id order and
     record them, each with its rows' ids, as the run's (the audience's earlier plans are
     forgotten). One statement: the ids never leave Postgres, so planning a million rows
-    holds a thousand chunks in memory, not a million ids."""
+    holds a thousand chunks in memory, not a million ids.
+
+    Returned in the order to decide them: the chunks with the most rows not at Mailchimp
+    first, then by id. Each such row is a member to create, so its chunk fills batches: the
+    CRM-only rows come last in id order (``readyToAddCiviOnly`` adds them after the fetch),
+    and deciding them last left their batches to Mailchimp after the rest of the queue."""
     forget_chunks(conn, list_id)
     params = {"list_id": list_id, "run_id": run_id, "size": chunk_size}
-    return sorted(PlannedChunk(*row) for row in conn.execute(_PLAN_CHUNKS, params))
+    planned = (PlannedChunk(*row) for row in conn.execute(_PLAN_CHUNKS, params))
+    return sorted(planned, key=lambda c: (-c.rows_without_member, c.first_id))
 
 
 # Reads the cache's todo rows, which the chunks are made of.
 _PLAN_CHUNKS = sa.text("""
-    INSERT INTO mailchimpsync_reconcile_chunk
-        (list_id, run_id, first_id, last_id, row_count, row_ids)
-    SELECT :list_id, :run_id, min(id), max(id), count(*), array_agg(id ORDER BY id)
-    FROM (
-        SELECT id, (row_number() OVER (ORDER BY id) - 1) / :size AS bucket
-        FROM civicrm_mailchimpsync_cache
-        WHERE mailchimp_list_id = :list_id AND sync_status = 'todo'
-    ) AS numbered
-    GROUP BY bucket
-    RETURNING first_id, last_id, row_count
+    WITH planned AS (
+        SELECT min(id) AS first_id, max(id) AS last_id, count(*) AS row_count,
+            count(*) FILTER (WHERE mailchimp_member_id IS NULL) AS rows_without_member,
+            array_agg(id ORDER BY id) AS row_ids
+        FROM (
+            SELECT id, mailchimp_member_id,
+                (row_number() OVER (ORDER BY id) - 1) / :size AS bucket
+            FROM civicrm_mailchimpsync_cache
+            WHERE mailchimp_list_id = :list_id AND sync_status = 'todo'
+        ) AS numbered
+        GROUP BY bucket
+    ), recorded AS (
+        INSERT INTO mailchimpsync_reconcile_chunk
+            (list_id, run_id, first_id, last_id, row_count, row_ids)
+        SELECT :list_id, :run_id, first_id, last_id, row_count, row_ids FROM planned
+    )
+    SELECT first_id, last_id, row_count, rows_without_member FROM planned
 """)
 
 

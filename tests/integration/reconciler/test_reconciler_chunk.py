@@ -218,9 +218,25 @@ def test_plan_chunks_covers_the_todo_rows_in_chunks_of_chunk_size(world: World) 
 
     planned = runs.plan_chunks(world.conn, LIST_ID, "a-run", 3)
 
-    assert planned == [(ids[0], ids[2], 3), (ids[3], ids[5], 3), (ids[6], ids[6], 1)]
+    assert planned == [(ids[0], ids[2], 3, 0), (ids[3], ids[5], 3, 0), (ids[6], ids[6], 1, 0)]
     taken = [runs.take_chunk(world.conn, LIST_ID, "a-run", c.first_id, NOW) for c in planned]
     assert taken == [ids[0:3], ids[3:6], ids[6:]]
+
+
+def test_chunks_of_rows_not_at_mailchimp_are_planned_to_be_decided_first(world: World) -> None:
+    # As after a first fetch: members, then the CRM-only rows readyToAddCiviOnly added.
+    members = [world.row(f"{n}@example.org", "subscribed", sync_status="todo") for n in range(4)]
+    crm_only = [world.row(contact_id=n, sync_status="todo") for n in range(1, 4)]
+    mixed = world.row("4@example.org", "subscribed", sync_status="todo")
+
+    planned = runs.plan_chunks(world.conn, LIST_ID, "a-run", 2)
+
+    assert planned == [
+        (crm_only[0], crm_only[1], 2, 2),
+        (crm_only[2], mixed, 2, 1),
+        (members[0], members[1], 2, 0),
+        (members[2], members[3], 2, 0),
+    ]
 
 
 def test_a_chunk_claims_its_planned_rows_and_reads_none_between_them(world: World) -> None:

@@ -101,7 +101,10 @@ def test_progress_counts_the_rows_of_the_runs_decided_chunks(db: sa.Connection) 
     _todo_rows(db, [*range(1, 1001), *spread])
     runs.plan_chunks(db, LIST, "an-earlier-run", 100)
     chunks = runs.plan_chunks(db, LIST, run_id, 1000)
-    assert chunks == [runs.PlannedChunk(1, 1000, 1000), runs.PlannedChunk(1001, 1500, 321)]
+    assert chunks == [
+        runs.PlannedChunk(1, 1000, 1000, 1000),
+        runs.PlannedChunk(1001, 1500, 321, 321),
+    ]
 
     assert runs.take_chunk(db, LIST, run_id, 1001, NOW) == spread
     assert runs.take_chunk(db, LIST, run_id, 1001, NOW) is None  # a redelivered chunk
