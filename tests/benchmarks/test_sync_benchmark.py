@@ -225,6 +225,18 @@ class WalPosition:
         )
 
 
+# The server settings that shape the figures most: WAL room and checkpoints decide how many
+# full-page images a run writes, shared_buffers how much of a big audience stays in memory.
+SERVER_SETTINGS = ("shared_buffers", "max_wal_size", "checkpoint_timeout", "work_mem")
+
+
+def _server_settings(engine: sa.Engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        return {
+            name: conn.execute(sa.text(f"SHOW {name}")).scalar_one() for name in SERVER_SETTINGS
+        }
+
+
 @dataclass
 class Figures:
     size: int
@@ -237,6 +249,7 @@ class Figures:
     rss: dict[str, float]
     cpu: dict[str, float]
     wal: WalPosition  # written during the initial sync
+    server_settings: dict[str, str]
 
 
 @contextmanager
@@ -370,7 +383,15 @@ def _bench(size: int, port: int) -> Figures:
             rss,
             cpu,
             wal,
+            _server_settings(engine),
         )
+
+
+def _print_stages(stages: list[tuple[str, float]], total: float) -> None:
+    for message, seconds in stages:
+        print(f"  {seconds:7.1f} s  {message}")
+    # The run is done when the results of its last batches are processed, after its log ends.
+    print(f"  {total - sum(seconds for _, seconds in stages):7.1f} s  (the last batches' results)")
 
 
 def _report(figures: Figures) -> None:
@@ -382,11 +403,9 @@ def _report(figures: Figures) -> None:
     )
     print(f"incremental sync after 1% changes:     {figures.incremental:7.1f} s")
     print("time per stage, initial sync (from the audience's status log):")
-    for message, seconds in figures.stages:
-        print(f"  {seconds:7.1f} s  {message}")
+    _print_stages(figures.stages, figures.initial)
     print("time per stage, incremental sync:")
-    for message, seconds in figures.incremental_stages:
-        print(f"  {seconds:7.1f} s  {message}")
+    _print_stages(figures.incremental_stages, figures.incremental)
     print("Mailchimp requests by kind (initial sync):")
     for kind, count in sorted(figures.requests.items()):
         print(f"  {count:7d}  {kind}")
@@ -395,7 +414,8 @@ def _report(figures: Figures) -> None:
         print(f"  {seconds:7.1f} s  {name}")
     print(
         f"Postgres during the initial sync: {figures.wal.wal_bytes / 2**20:,.0f} MB of WAL, "
-        f"{figures.wal.checkpoints} checkpoints"
+        f"{figures.wal.checkpoints} checkpoints; settings: "
+        + ", ".join(f"{name} {value}" for name, value in figures.server_settings.items())
     )
     print("peak RSS per process (MB):")
     for name, mb in figures.rss.items():
