@@ -371,6 +371,7 @@ def _bench(size: int, port: int) -> Figures:
                 "submitter": _peak_rss_mb(submitter.pid),
                 "simulator": _peak_rss_mb(sim.pid),
             }
+        server_settings = _server_settings(engine)
         engine.dispose()
         return Figures(
             size,
@@ -383,7 +384,7 @@ def _bench(size: int, port: int) -> Figures:
             rss,
             cpu,
             wal,
-            _server_settings(engine),
+            server_settings,
         )
 
 
