@@ -108,7 +108,9 @@ class RunCrmStages(Message):
 
 @dataclass(frozen=True)
 class ReconcileChunk(Message):
-    """Decide the ``todo`` rows of one audience whose ids lie in [first_id, last_id]."""
+    """Decide one planned chunk of an audience's queue, named by its first row id: the rows
+    are the ids recorded for it (``runs.take_chunk``), not every id up to ``last_id``, which
+    stays on the wire so that messages already queued keep their shape."""
 
     queue: ClassVar[str] = RECONCILER
     actor: ClassVar[str] = "reconcile_chunk"
