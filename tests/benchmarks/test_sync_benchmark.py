@@ -53,7 +53,7 @@ FIELDS = "members.id,members.email_address,members.status,members.last_changed,t
 def _cpu_seconds(pid: int, reaped_children: bool = False) -> float:
     """User plus system CPU time of ``pid``; with ``reaped_children``, also of its children
     that have exited and been waited for (a Postgres backend's time moves there)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat_fields(Path(f"/proc/{pid}"))
     ticks = int(fields[11]) + int(fields[12])  # utime, stime
     if reaped_children:
         ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
@@ -71,9 +71,14 @@ def _postgres_cpu_seconds(postmaster: int) -> float:
     return _cpu_seconds(postmaster, reaped_children=True) + sum(map(_cpu_seconds_or_zero, live))
 
 
+def _stat_fields(proc: Path) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (which may hold spaces)."""
+    return (proc / "stat").read_text().rsplit(")", 1)[1].split()
+
+
 def _parent_pid(proc: Path) -> int:
     try:
-        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        return int(_stat_fields(proc)[1])
     except (FileNotFoundError, ProcessLookupError):
         return 0
 
