@@ -63,6 +63,8 @@ class BatchRow:
     finished_operations: int
     total_operations: int
     response_processed: int
+    checked_at: datetime | None = None  # when the poller last read it from Mailchimp
+    progressed_at: datetime | None = None  # when its status or finished operations changed
 
 
 @dataclass(frozen=True)
@@ -326,12 +328,24 @@ def lists_with_open_batches(conn: sa.Connection) -> set[str]:
     return set(conn.scalars(query))
 
 
-def record_progress(conn: sa.Connection, batch_row_id: int, state: MailchimpBatchState) -> None:
-    """Copy Mailchimp's status and counts to a batch row not yet processed."""
+def record_check(
+    conn: sa.Connection, batch_row_id: int, state: MailchimpBatchState, now: datetime
+) -> None:
+    """Copy what the poller read at ``now`` (Mailchimp's status and counts) to a batch row not
+    yet processed; ``progressed_at`` moves to ``now`` if the status or the finished
+    operations changed."""
+    moved = sa.or_(
+        batch.c.status.is_distinct_from(state.status),
+        batch.c.finished_operations != state.finished_operations,
+    )
     conn.execute(
         sa.update(batch)
         .where(batch.c.id == batch_row_id, batch.c.response_processed != ResponseProcessed.DONE)
-        .values(_state_values(state))
+        .values(
+            **_state_values(state),
+            checked_at=now,
+            progressed_at=sa.case((moved, now), else_=batch.c.progressed_at),
+        )
     )
 
 
@@ -461,6 +475,8 @@ def _batch_rows() -> sa.Select[Any]:
         batch.c.finished_operations,
         batch.c.total_operations,
         batch.c.response_processed,
+        batch.c.checked_at,
+        batch.c.progressed_at,
     )
 
 

@@ -123,6 +123,11 @@ batch = Table(
     Column("errored_operations", Integer, nullable=False, server_default="0"),
     Column("total_operations", Integer, nullable=False, server_default="0"),
     Column("response_processed", SmallInteger, nullable=False, server_default="0"),
+    # Ours, not the seed's: when the poller last read the batch, and when the batch last
+    # moved on (status or finished operations changed); the poller backs off a batch that
+    # is not moving, and reports it stalled after a while (services.submitter.polling).
+    Column("checked_at", DateTime(timezone=True)),
+    Column("progressed_at", DateTime(timezone=True)),
     CheckConstraint("response_processed IN (0, 1, 2)", name="response_processed_valid"),
     UniqueConstraint("mailchimp_batch_id"),
     Index(None, "mailchimp_list_id", "response_processed"),

@@ -47,7 +47,7 @@ import logging
 from collections.abc import Callable, Generator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -64,6 +64,7 @@ from services.submitter.operations import (
     PlannedBatch,
     plan_batches,
 )
+from services.submitter.polling import due_for_check, last_progress, stalled
 from services.submitter.results import (
     CacheRowState,
     Failed,
@@ -120,6 +121,7 @@ class CheckReport:
     in_progress: tuple[str, ...] = ()
     stalled: tuple[str, ...] = ()
     lost: tuple[str, ...] = ()
+    backed_off: tuple[str, ...] = ()  # not moving lately: not read this time (polling.py)
     adopted: tuple[str, ...] = ()
     released: tuple[int, ...] = ()
     unresolved: tuple[int, ...] = ()
@@ -397,7 +399,7 @@ def _process(
     state, url = _fetch_batch(client, batch_id)
     if state.status != BatchStatus.FINISHED:
         with engine.begin() as conn:
-            sql.record_progress(conn, row.id, state)
+            sql.record_check(conn, row.id, state, datetime.now(UTC))
         return ProcessReport(batch_id, "not_finished")
     with engine.begin() as conn:
         if not sql.claim_processing(conn, row.id, state, [int(a) for a in allowed]):
@@ -522,11 +524,13 @@ def check_batches(
     processed here; a crashed processing (stuck at 1) is redone; a batch that has not
     progressed for ``stall_after`` is logged in the audience's status log on every check and
     kept; a batch Mailchimp no longer knows is logged and aborted, its rows back to ``todo``.
+    A batch that has not moved lately is read less often (``polling.due_for_check``).
     """
     with engine.connect() as conn:
         rows = sql.unprocessed_batches(conn)
     found: dict[str, list[str]] = {k: [] for k in ("processed", "waiting", "stalled", "lost")}
-    for row in rows:
+    backed_off = [str(row.mailchimp_batch_id) for row in rows if not due_for_check(row, now)]
+    for row in (row for row in rows if due_for_check(row, now)):
         kind = _check_safely(
             engine, client_for(row.list_id), row, now, stall_after, processing_stuck_after
         )
@@ -537,6 +541,7 @@ def check_batches(
         in_progress=tuple(found["waiting"] + found["stalled"]),
         stalled=tuple(found["stalled"]),
         lost=tuple(found["lost"]),
+        backed_off=tuple(backed_off),
         adopted=tuple(adopted),
         released=tuple(released),
         unresolved=tuple(unresolved),
@@ -579,12 +584,12 @@ def _check_one(
         return _lost(engine, row, now)
     if state.status == BatchStatus.FINISHED:
         return _process_polled(engine, client, row, now, processing_stuck_after)
-    stalled = _stalled(row, state, now, stall_after)
+    not_moving = stalled(row, state, now, stall_after)
     with engine.begin() as conn:
-        sql.record_progress(conn, row.id, state)
-        if stalled:
+        sql.record_check(conn, row.id, state, now)
+        if not_moving:
             runs.log(conn, row.list_id, _stall_message(batch_id, state, row), now)
-    return "stalled" if stalled else "waiting"
+    return "stalled" if not_moving else "waiting"
 
 
 def _process_polled(
@@ -604,21 +609,12 @@ def _process_polled(
     return "processed" if report.outcome == "processed" else "waiting"
 
 
-def _stalled(
-    row: sql.BatchRow, state: sql.MailchimpBatchState, now: datetime, stall_after: timedelta
-) -> bool:
-    # Interim rule until a progress timestamp column exists: old enough, and no change in
-    # status or finished operations since the previous check.
-    old = row.submitted_at is not None and now - row.submitted_at >= stall_after
-    unchanged = state.status == row.status and state.finished_operations == row.finished_operations
-    return old and unchanged
-
-
 def _stall_message(batch_id: str, state: sql.MailchimpBatchState, row: sql.BatchRow) -> str:
     return (
         f"Mailchimp batch {batch_id} is not progressing: status {state.status}, "
         f"{state.finished_operations}/{state.total_operations} operations finished, "
-        f"submitted {row.submitted_at:%Y-%m-%d %H:%M} UTC; still waiting for it"
+        f"submitted {row.submitted_at:%Y-%m-%d %H:%M} UTC, unchanged since "
+        f"{last_progress(row):%Y-%m-%d %H:%M} UTC; still waiting for it"
     )
 
 

@@ -319,6 +319,30 @@ def test_a_stuck_batch_is_reported_in_the_status_log_and_kept(audience: Audience
     assert {r.sync_status for r in rows(audience.engine).values()} == {"ok"}
 
 
+def test_the_poller_reads_a_batch_that_is_not_moving_less_and_less_often(
+    audience: Audience,
+) -> None:
+    _new_subscribers(audience, 3)
+    audience.control("PATCH", "/switches", json={"batch_stuck": True})
+    submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    start = utcnow()
+
+    moved = audience.check(start)  # posted pending, read started
+    idle = audience.check(start + timedelta(minutes=10))
+    too_soon = audience.check(start + timedelta(minutes=14))
+    again = audience.check(start + timedelta(minutes=15))
+
+    (posted,) = batches(audience.engine)
+    read = (posted.mailchimp_batch_id,)
+    assert moved.in_progress == idle.in_progress == again.in_progress == read
+    assert too_soon.in_progress == () and too_soon.backed_off == read
+    assert (posted.progressed_at, posted.checked_at) == (start, start + timedelta(minutes=15))
+    assert audience.requests_seen()["counts"]["GET /batches/{batch_id}"] == 3
+    assert not (moved.stalled or idle.stalled or again.stalled)
+    audience.control("PATCH", "/switches", json={"batch_stuck": False})
+    audience.drain()
+
+
 def test_the_poller_processes_a_batch_whose_webhook_never_came(audience: Audience) -> None:
     _new_subscribers(audience, 3)
     submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
