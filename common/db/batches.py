@@ -27,6 +27,7 @@ from common.db.schema import batch, cache, update
 from common.vocabulary import PLUGIN_DATA_SENT, BatchStatus, ResponseProcessed, SyncStatus
 
 _CLAIM_LOCK_NAMESPACE = "mailchimpsync-submit"
+_POLL_LOCK = "hashtext('mailchimpsync-poll')"
 # An update and the Mailchimp identity of its cache row: what claiming and result handling
 # both read (the update joined to its row).
 _UPDATE_AND_ROW = (
@@ -293,6 +294,18 @@ def count_unsubmitted(conn: sa.Connection, list_id: str) -> int:
 
 
 # --- polling -----------------------------------------------------------------------------------
+
+
+def try_lock_polling(conn: sa.Connection) -> bool:
+    """Take the poller's turn unless another process has it: one check of the unfinished
+    batches at a time, whatever the number of submitters. A session-level advisory lock
+    (``conn`` in autocommit, no transaction open during the calls to Mailchimp), released by
+    ``unlock_polling`` or when the connection closes with its process."""
+    return bool(conn.execute(sa.text(f"SELECT pg_try_advisory_lock({_POLL_LOCK})")).scalar_one())
+
+
+def unlock_polling(conn: sa.Connection) -> None:
+    conn.execute(sa.text(f"SELECT pg_advisory_unlock({_POLL_LOCK})"))
 
 
 def get_batch_row(conn: sa.Connection, batch_row_id: int) -> BatchRow:

@@ -122,6 +122,7 @@ class CheckReport:
     stalled: tuple[str, ...] = ()
     lost: tuple[str, ...] = ()
     backed_off: tuple[str, ...] = ()  # not moving lately: not read this time (polling.py)
+    skipped: bool = False  # another process was checking: this check did nothing
     adopted: tuple[str, ...] = ()
     released: tuple[int, ...] = ()
     unresolved: tuple[int, ...] = ()
@@ -393,10 +394,15 @@ def process_batch(
 
 
 def _process(
-    engine: sa.Engine, client: MailchimpClient, row: sql.BatchRow, allowed: set[ResponseProcessed]
+    engine: sa.Engine,
+    client: MailchimpClient,
+    row: sql.BatchRow,
+    allowed: set[ResponseProcessed],
+    read: tuple[sql.MailchimpBatchState, str] | None = None,
 ) -> ProcessReport:
+    """``read``: the batch as the caller has just read it from the API (else read here)."""
     batch_id = str(row.mailchimp_batch_id)
-    state, url = _fetch_batch(client, batch_id)
+    state, url = read or _fetch_batch(client, batch_id)
     if state.status != BatchStatus.FINISHED:
         with engine.begin() as conn:
             sql.record_check(conn, row.id, state, datetime.now(UTC))
@@ -525,7 +531,30 @@ def check_batches(
     progressed for ``stall_after`` is logged in the audience's status log on every check and
     kept; a batch Mailchimp no longer knows is logged and aborted, its rows back to ``todo``.
     A batch that has not moved lately is read less often (``polling.due_for_check``).
+
+    One check at a time across processes: each submitter's poller sends a check every tick,
+    and two checks at once read the same batches from Mailchimp. A check that finds another
+    one running does nothing; the next tick covers what it would have read.
     """
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as turn:
+        if not sql.try_lock_polling(turn):
+            return CheckReport(skipped=True)
+        try:
+            return _check_all(
+                engine, client_for, now, stall_after, processing_stuck_after, posting_grace
+            )
+        finally:
+            sql.unlock_polling(turn)
+
+
+def _check_all(
+    engine: sa.Engine,
+    client_for: Callable[[str], MailchimpClient],
+    now: datetime,
+    stall_after: timedelta,
+    processing_stuck_after: timedelta,
+    posting_grace: timedelta,
+) -> CheckReport:
     with engine.connect() as conn:
         rows = sql.unprocessed_batches(conn)
     found: dict[str, list[str]] = {k: [] for k in ("processed", "waiting", "stalled", "lost")}
@@ -577,13 +606,13 @@ def _check_one(
 ) -> str:
     batch_id = str(row.mailchimp_batch_id)
     try:
-        state, _ = _fetch_batch(client, batch_id)
+        state, url = _fetch_batch(client, batch_id)
     except MailchimpError as error:
         if error.status != 404:
             raise
         return _lost(engine, row, now)
     if state.status == BatchStatus.FINISHED:
-        return _process_polled(engine, client, row, now, processing_stuck_after)
+        return _process_polled(engine, client, row, (state, url), now, processing_stuck_after)
     not_moving = stalled(row, state, now, stall_after)
     with engine.begin() as conn:
         sql.record_check(conn, row.id, state, now)
@@ -596,6 +625,7 @@ def _process_polled(
     engine: sa.Engine,
     client: MailchimpClient,
     row: sql.BatchRow,
+    read: tuple[sql.MailchimpBatchState, str],
     now: datetime,
     processing_stuck_after: timedelta,
 ) -> str:
@@ -603,9 +633,9 @@ def _process_polled(
         started = row.completed_at
         if started is not None and now - started < processing_stuck_after:
             return "waiting"
-        report = _process(engine, client, row, {ResponseProcessed.PROCESSING})
+        report = _process(engine, client, row, {ResponseProcessed.PROCESSING}, read)
     else:
-        report = _process(engine, client, row, {ResponseProcessed.NOT_RECEIVED})
+        report = _process(engine, client, row, {ResponseProcessed.NOT_RECEIVED}, read)
     return "processed" if report.outcome == "processed" else "waiting"
 
 

@@ -20,7 +20,12 @@ from submitter_support import (
 )
 
 from common.db import config, crm, runs
-from common.db.batches import count_unsubmitted, lists_with_open_batches
+from common.db.batches import (
+    count_unsubmitted,
+    lists_with_open_batches,
+    try_lock_polling,
+    unlock_polling,
+)
 from common.db.runs import RunParams
 from common.db.schema import batch
 from common.mailchimp import MailchimpError, MailchimpTransientError
@@ -30,6 +35,7 @@ from common.vocabulary import Stage
 from services.submitter import flow
 from services.submitter.handlers import (
     POSTING_GRACE,
+    CheckReport,
     claim_batch,
     process_batch,
     submit_full_batches,
@@ -341,6 +347,22 @@ def test_the_poller_reads_a_batch_that_is_not_moving_less_and_less_often(
     assert not (moved.stalled or idle.stalled or again.stalled)
     audience.control("PATCH", "/switches", json={"batch_stuck": False})
     audience.drain()
+
+
+def test_a_check_while_another_process_checks_does_nothing(audience: Audience) -> None:
+    _new_subscribers(audience, 3)
+    submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    audience.wait_batches_finished()
+
+    with audience.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as other:
+        assert try_lock_polling(other)
+        meanwhile = audience.check()
+        unlock_polling(other)
+    after = audience.check()
+
+    assert meanwhile == CheckReport(skipped=True)
+    assert len(after.processed) == 1 and not after.skipped
+    assert audience.requests_seen()["counts"]["GET /batches/{batch_id}"] == 1
 
 
 def test_the_poller_processes_a_batch_whose_webhook_never_came(audience: Audience) -> None:
