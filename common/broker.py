@@ -7,6 +7,7 @@ same process (the embedded default).
 
 from __future__ import annotations
 
+import logging
 from typing import cast
 
 import dramatiq
@@ -27,8 +28,42 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         broker.emit_after("process_boot")
     else:
         broker = RabbitmqBroker(url=settings.broker_url, confirm_delivery=True)
+        _quiet_dropped_idle_publishers()
     dramatiq.set_broker(broker)
     return broker
+
+
+class _DroppedConnection(logging.Filter):
+    """Leaves out pika's reports of a connection the broker dropped.
+
+    pika's BlockingConnection sends heartbeats only while it is used, so RabbitMQ drops a
+    thread's publishing connection once the thread has sent nothing for the heartbeat
+    timeout (60 s): between runs, or once a worker's stage is over. The next send then
+    fails on it, and dramatiq's enqueue opens a new connection and publishes again (it logs
+    that at debug); pika meanwhile logged the reset at ERROR, three tracebacks per send.
+    Consumers are kept alive by their loop, and dramatiq reports a consumer's lost
+    connection itself; an enqueue that fails on new connections too raises to its caller.
+    """
+
+    SIGNS = ("Connection reset by peer", "Broken pipe", "StreamLostError")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(sign in message for sign in self.SIGNS)
+
+
+_PIKA_CONNECTION_LOGGERS = (
+    "pika.adapters.utils.io_services_utils",
+    "pika.adapters.base_connection",
+    "pika.adapters.blocking_connection",
+)
+
+
+def _quiet_dropped_idle_publishers() -> None:
+    for name in _PIKA_CONNECTION_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DroppedConnection) for f in logger.filters):
+            logger.addFilter(_DroppedConnection())
 
 
 def build_rate_limiter_backend(settings: Settings) -> RateLimiterBackend:

@@ -1,3 +1,5 @@
+import logging
+
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
@@ -26,3 +28,16 @@ def test_rate_limits_are_shared_through_redis_when_configured() -> None:
     assert isinstance(build_rate_limiter_backend(Settings()), StubBackend)
     backend = build_rate_limiter_backend(Settings(redis_url="redis://127.0.0.1:6379/0"))
     assert isinstance(backend, RedisBackend)
+
+
+def test_pika_reports_of_a_dropped_connection_are_left_out_and_its_other_errors_kept() -> None:
+    build_broker(Settings(broker_url="amqp://guest:guest@127.0.0.1:5672/")).close()
+    logger = logging.getLogger("pika.adapters.base_connection")
+
+    def kept(message: str) -> bool:
+        record = logger.makeRecord(logger.name, logging.ERROR, __file__, 1, message, (), None)
+        return bool(logger.filter(record))
+
+    assert not kept("connection_lost: StreamLostError: ('Stream connection lost: ...')")
+    assert not kept("error=ConnectionResetError(104, 'Connection reset by peer')")
+    assert kept("Connection workflow failed: AMQPConnectorSocketConnectError: refused")
