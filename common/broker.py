@@ -40,12 +40,18 @@ class _DroppedConnection(logging.Filter):
     thread's publishing connection once the thread has sent nothing for the heartbeat
     timeout (60 s): between runs, or once a worker's stage is over. The next send then
     fails on it, and dramatiq's enqueue opens a new connection and publishes again (it logs
-    that at debug); pika meanwhile logged the reset at ERROR, three tracebacks per send.
-    Consumers are kept alive by their loop, and dramatiq reports a consumer's lost
-    connection itself; an enqueue that fails on new connections too raises to its caller.
+    that at debug); pika meanwhile logged the reset at ERROR, three tracebacks per send, and
+    closing the broker at shutdown logged an ERROR per dropped connection (dramatiq ignores
+    the error). Consumers are kept alive by their loop, and dramatiq reports a consumer's
+    lost connection itself; an enqueue that fails on new connections too raises to its caller.
     """
 
-    SIGNS = ("Connection reset by peer", "Broken pipe", "StreamLostError")
+    SIGNS = (
+        "Connection reset by peer",
+        "Broken pipe",
+        "StreamLostError",
+        "called on closed connection",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
