@@ -253,6 +253,8 @@ class OpenBatch:
     errored_operations: int
     total_operations: int
     response_processed: int
+    checked_at: datetime | None  # when the poller last read it from Mailchimp
+    progressed_at: datetime | None  # when its status or finished operations last changed
 
 
 def open_batches(conn: sa.Connection, list_id: str) -> list[OpenBatch]:
@@ -267,6 +269,8 @@ def open_batches(conn: sa.Connection, list_id: str) -> list[OpenBatch]:
             batch.c.errored_operations,
             batch.c.total_operations,
             batch.c.response_processed,
+            batch.c.checked_at,
+            batch.c.progressed_at,
         )
         .where(
             batch.c.mailchimp_list_id == list_id,
@@ -275,7 +279,7 @@ def open_batches(conn: sa.Connection, list_id: str) -> list[OpenBatch]:
         )
         .order_by(batch.c.id)
     )
-    return [OpenBatch(*row) for row in conn.execute(query)]
+    return [OpenBatch(**row._asdict()) for row in conn.execute(query)]
 
 
 # --- MailchimpsyncCache.get: search the cache ------------------------------------------------

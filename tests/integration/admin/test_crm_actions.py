@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -450,7 +451,13 @@ def audience_a(clean_tables: sa.Engine, configured: dict[str, Any], groups: dict
         rows = conn.execute(sa.select(cache.c.id).order_by(cache.c.id)).scalars().all()
         batch_id = conn.execute(
             sa.insert(batch)
-            .values(mailchimp_list_id=LIST_A, mailchimp_batch_id="0123456789", status="started")
+            .values(
+                mailchimp_list_id=LIST_A,
+                mailchimp_batch_id="0123456789",
+                status="started",
+                checked_at=datetime(2026, 11, 23, 12, 5, tzinfo=UTC),
+                progressed_at=datetime(2026, 11, 23, 12, 1, tzinfo=UTC),
+            )
             .returning(batch.c.id)
         ).scalar_one()
         updates = [(rows[1], None, False), (rows[1], batch_id, False), (rows[0], None, True)]
@@ -508,6 +515,8 @@ def test_getstatus_reports_stage_lock_log_and_open_batches(
     assert [line["message"] for line in found["log"]] == ["started"]
     assert [b["mailchimp_batch_id"] for b in found["batches"]] == ["0123456789"]
     assert "mailchimp" not in found["batches"][0]
+    read, moved = found["batches"][0]["checked_at"], found["batches"][0]["progressed_at"]
+    assert (read, moved) == ("2026-11-23T12:05:00+00:00", "2026-11-23T12:01:00+00:00")
     other = _status_of(answer, LIST_B)
     assert other["lock"] is None and other["stats"]["cache_rows"] == 0
     json.dumps(answer)  # JSON-safe as it is
