@@ -605,6 +605,8 @@ def _check_one(
     processing_stuck_after: timedelta,
 ) -> str:
     batch_id = str(row.mailchimp_batch_id)
+    if _being_processed(row, now, processing_stuck_after):
+        return "waiting"  # finished, and a worker is applying its results: nothing to read
     try:
         state, url = _fetch_batch(client, batch_id)
     except MailchimpError as error:
@@ -612,7 +614,7 @@ def _check_one(
             raise
         return _lost(engine, row, now)
     if state.status == BatchStatus.FINISHED:
-        return _process_polled(engine, client, row, (state, url), now, processing_stuck_after)
+        return _process_polled(engine, client, row, (state, url))
     not_moving = stalled(row, state, now, stall_after)
     with engine.begin() as conn:
         sql.record_check(conn, row.id, state, now)
@@ -621,21 +623,26 @@ def _check_one(
     return "stalled" if not_moving else "waiting"
 
 
+def _being_processed(row: sql.BatchRow, now: datetime, stuck_after: timedelta) -> bool:
+    """Claimed for processing (1) less than ``stuck_after`` ago; older, it crashed."""
+    started = row.completed_at  # Mailchimp's, written when the processing was claimed
+    return (
+        row.response_processed == ResponseProcessed.PROCESSING
+        and started is not None
+        and now - started < stuck_after
+    )
+
+
 def _process_polled(
     engine: sa.Engine,
     client: MailchimpClient,
     row: sql.BatchRow,
     read: tuple[sql.MailchimpBatchState, str],
-    now: datetime,
-    processing_stuck_after: timedelta,
 ) -> str:
-    if row.response_processed == ResponseProcessed.PROCESSING:
-        started = row.completed_at
-        if started is not None and now - started < processing_stuck_after:
-            return "waiting"
-        report = _process(engine, client, row, {ResponseProcessed.PROCESSING}, read)
-    else:
-        report = _process(engine, client, row, {ResponseProcessed.NOT_RECEIVED}, read)
+    """Process a finished batch the poller read; one whose processing crashed is redone."""
+    redo = row.response_processed == ResponseProcessed.PROCESSING
+    allowed = {ResponseProcessed.PROCESSING if redo else ResponseProcessed.NOT_RECEIVED}
+    report = _process(engine, client, row, allowed, read)
     return "processed" if report.outcome == "processed" else "waiting"
 
 

@@ -386,6 +386,7 @@ def test_a_processing_killed_midway_is_redone_by_the_poller(audience: Audience) 
         conn.execute(sa.update(batch).values(response_processed=1, completed_at=utcnow()))
 
     soon = audience.check()
+    assert "GET /batches/{batch_id}" not in audience.requests_seen()["counts"]  # not read
     assert (
         soon.processed == ()
         and process_batch(audience.engine, audience.client, listed["id"]).outcome
