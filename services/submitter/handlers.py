@@ -558,8 +558,11 @@ def _check_all(
     with engine.connect() as conn:
         rows = sql.unprocessed_batches(conn)
     found: dict[str, list[str]] = {k: [] for k in ("processed", "waiting", "stalled", "lost")}
-    backed_off = [str(row.mailchimp_batch_id) for row in rows if not due_for_check(row, now)]
-    for row in (row for row in rows if due_for_check(row, now)):
+    due: list[sql.BatchRow] = []
+    backed_off: list[sql.BatchRow] = []
+    for row in rows:
+        (due if due_for_check(row, now) else backed_off).append(row)
+    for row in due:
         kind = _check_safely(
             engine, client_for(row.list_id), row, now, stall_after, processing_stuck_after
         )
@@ -570,7 +573,7 @@ def _check_all(
         in_progress=tuple(found["waiting"] + found["stalled"]),
         stalled=tuple(found["stalled"]),
         lost=tuple(found["lost"]),
-        backed_off=tuple(backed_off),
+        backed_off=tuple(str(row.mailchimp_batch_id) for row in backed_off),
         adopted=tuple(adopted),
         released=tuple(released),
         unresolved=tuple(unresolved),
