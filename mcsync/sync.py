@@ -154,19 +154,20 @@ def _summary(
     conn: sa.Connection, connection: SyncConnection, since: datetime, out: TextIO
 ) -> stats.Changes:
     changes = stats.changes_since(conn, connection, since)
-    apart = stats.disagreements(conn, connection)
+    now = stats.agreement(conn, connection)
     print(
         f"[{connection.list_id}] CRM: {changes.contacts_created} contacts created, "
         f"{changes.crm_added} added to and {changes.crm_removed} removed from groups. "
         f"Mailchimp: {changes.mailchimp_done} changes made, {changes.mailchimp_failed} refused. "
-        f"{changes.cannot_sync} cannot sync. "
-        + ("Both sides agree." if apart == 0 else f"{apart} rows still differ."),
+        f"{now.cannot_sync} cannot sync. "
+        + (
+            "Both sides agree."
+            if now.disagreements == 0
+            else f"{now.disagreements} rows still differ."
+        ),
         file=out,
     )
-    if changes.cannot_sync:
-        for reason, rows in stats.fail_reasons(conn, connection.list_id):
-            print(
-                f"[{connection.list_id}]   {rows} cannot sync: {reason or 'no reason kept'}",
-                file=out,
-            )
+    for reason, rows in now.fail_reasons:
+        why = reason or "no reason kept"
+        print(f"[{connection.list_id}]   {rows} cannot sync: {why}", file=out)
     return changes
