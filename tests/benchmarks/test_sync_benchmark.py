@@ -47,6 +47,10 @@ SIZES = [int(s) for s in os.environ.get("MCSYNC_BENCH_SIZES", "100000").split(",
 # How often --wait's progress query runs: it counts the audience's todo rows, so polling it
 # five times a second took most of a core from the sync it was watching.
 FOLLOW_POLL = 1.0
+# Fixed work timed before and after the runs: this machine's speed varies with its neighbours
+# (the same loop took 2.0 to 3.1 s minutes apart), so runs are compared alongside these.
+CALIBRATION_ROWS = 500_000
+CALIBRATION_QUERY = "SELECT count(*) FROM generate_series(1, 3000000)"
 FIELDS = "members.id,members.email_address,members.status,members.last_changed,total_items"
 
 
@@ -255,6 +259,29 @@ class Figures:
     cpu: dict[str, float]
     wal: WalPosition  # written during the initial sync
     server_settings: dict[str, str]
+    speed: tuple[MachineSpeed, MachineSpeed]  # before the floor, after the incremental sync
+
+
+@dataclass(frozen=True)
+class MachineSpeed:
+    """Seconds this machine took for fixed work: building and formatting half a million small
+    rows in Python (allocation-heavy, like a page or a chunk), and a query."""
+
+    python: float
+    postgres: float
+
+    @classmethod
+    def measure(cls, engine: sa.Engine) -> MachineSpeed:
+        clock = time.perf_counter()
+        total = 0
+        for i in range(CALIBRATION_ROWS):
+            total += len(repr({"id": i, "email": f"user{i}@example.org", "status": "subscribed"}))
+        python = time.perf_counter() - clock
+        with engine.connect() as conn:
+            clock = time.perf_counter()
+            conn.execute(sa.text(CALIBRATION_QUERY)).scalar_one()
+            postgres = time.perf_counter() - clock
+        return cls(python, postgres)
 
 
 @contextmanager
@@ -320,6 +347,7 @@ def _bench(size: int, port: int) -> Figures:
         with engine.connect() as conn:
             conn.execute(sa.text("ANALYZE"))
             conn.commit()
+        speed_before = MachineSpeed.measure(engine)
         floor = _floor(engine, api_url, audience.api_key, audience.list_id)
         rabbitmq = isolated_rabbitmq("mcsync_bench")
         settings = Settings(
@@ -370,6 +398,7 @@ def _bench(size: int, port: int) -> Figures:
             fetch_and_reconcile(settings, SyncRequest(max_time=0), True, io.StringIO(), FOLLOW_POLL)
             incremental = time.perf_counter() - clock
             incremental_stages = _stage_times(engine, audience.list_id, started)
+            speed_after = MachineSpeed.measure(engine)
             rss = {
                 "fetcher": max(_peak_rss_mb(fetcher.pid), _peak_rss_mb(fetcher2.pid)),
                 "reconciler": max(_peak_rss_mb(reconciler.pid), _peak_rss_mb(reconciler2.pid)),
@@ -390,6 +419,7 @@ def _bench(size: int, port: int) -> Figures:
             cpu,
             wal,
             server_settings,
+            (speed_before, speed_after),
         )
 
 
@@ -402,6 +432,12 @@ def _print_stages(stages: list[tuple[str, float]], total: float) -> None:
 
 def _report(figures: Figures) -> None:
     print(f"\n=== full sync of {figures.size:,} members / CRM contacts ===")
+    before, after = figures.speed
+    print(
+        "machine speed, fixed work before / after the runs: "
+        f"Python rows {before.python:.2f} / {after.python:.2f} s, "
+        f"Postgres query {before.postgres:.2f} / {after.postgres:.2f} s"
+    )
     print(f"floor (page out + COPY into Postgres): {figures.floor:7.1f} s")
     print(
         f"initial sync:                          {figures.initial:7.1f} s "
