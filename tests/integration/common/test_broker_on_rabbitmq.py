@@ -28,6 +28,7 @@ def test_a_connection_dropped_while_idle_is_replaced_and_closed_quietly(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     url = isolated_rabbitmq("mcsync_idle_publisher")
+    caplog.clear()  # a vhost created just now was first tried and refused, logged at ERROR
     # pika sends heartbeats only while a connection is used: with a one-second heartbeat,
     # RabbitMQ drops the idle publishing connection within seconds, as it does after 60 s.
     broker = build_broker(Settings(broker_url=url + "?heartbeat=1"))
