@@ -45,7 +45,7 @@ from resilience_support import (
 )
 
 from common.broker import build_broker, send
-from common.db import cache, stats
+from common.db import cache, runs, stats
 from common.db.runs import STALE_AFTER
 from common.limits import lease_key
 from common.messages import CheckBatches
@@ -177,9 +177,12 @@ def _retrigger_if_unfinished(settings: Settings, engine: sa.Engine, list_id: str
     """Trigger again while the killed run is unfinished (its heartbeat now looks stale).
 
     Once it has finished, a new run is not started: that would be a second sync racing the
-    first one's batch results (see test_batch_in_flight.py), not a test of the kill.
+    first one's batch results (see test_batch_in_flight.py), not a test of the kill. Killed
+    before it took the first trigger, the worker left no run: that trigger is still queued.
     """
-    if run_state(engine, list_id).run_id is not None:
+    with engine.connect() as conn:
+        state = runs.read(conn, list_id)
+    if state is not None and state.run_id is not None:
         sync(settings, SyncRequest(max_time=0), wait=False)
 
 
