@@ -16,6 +16,7 @@ import dramatiq
 from dramatiq.broker import MessageProxy
 
 from common.db import runs
+from common.mailchimp import MailchimpTransientError
 from common.messages import Message, MessageError
 from common.runs import InvalidRunParameter
 from common.runtime import Runtime
@@ -41,7 +42,15 @@ def declare(
 
     def perform(**payload: Any) -> None:
         message = route.from_wire(payload)
-        runtime.send(*handler(message))
+        try:
+            replies = handler(message)
+        except MailchimpTransientError as error:
+            # Mailchimp still failing after the client's own retries (or a POST reset, which
+            # is never resent blindly): retrying the message later is the handling, so one
+            # warning, not dramatiq's ERROR traceback for an unhandled exception.
+            log.warning("%s: %s; the message is retried later", route.actor, error)
+            raise dramatiq.Retry(f"{type(error).__name__}: {error}") from error
+        runtime.send(*replies)
 
     perform.__name__ = route.actor
     decorate = dramatiq.actor(
@@ -83,7 +92,10 @@ class DeadLetterLog(dramatiq.Middleware):
             return
         list_id = message.kwargs.get("list_id")
         reason = f"{message.actor_name} gave up after {message.options.get('retries', 0)} tries: "
-        reason += f"{type(exception).__name__}: {exception}"
+        if isinstance(exception, dramatiq.Retry):
+            reason += str(exception)  # the error it stands for, already named
+        else:
+            reason += f"{type(exception).__name__}: {exception}"
         log.error("dead-lettered %s: %s", message.message_id, reason)
         if isinstance(list_id, str):
             with self.runtime.engine.begin() as conn:

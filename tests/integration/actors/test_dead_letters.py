@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import dramatiq
@@ -13,6 +14,7 @@ from dramatiq.middleware import Retries
 from common.actors import DeadLetterLog, declare
 from common.db import runs
 from common.limits import LocalConnectionLimiter
+from common.mailchimp import MailchimpTransientError
 from common.messages import FetchPage, Message
 from common.runtime import Runtime
 from common.settings import Settings
@@ -79,3 +81,36 @@ def test_a_malformed_message_is_not_retried(runtime: Runtime) -> None:
 
     assert handled == []
     assert len(runtime.broker.dead_letters) == 1
+
+
+def test_mailchimp_still_failing_is_retried_with_a_warning_and_dead_lettered_with_its_reason(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    tries: list[int] = []
+
+    def mailchimp_down(message: FetchPage) -> list[Message]:
+        tries.append(message.offset)
+        raise MailchimpTransientError("GET /lists/a1b2c3d4e5/members: 503 Service Unavailable")
+
+    declare(runtime, FetchPage, mailchimp_down, max_retries=2, min_backoff_ms=1, max_backoff_ms=2)
+    worker = dramatiq.Worker(runtime.broker, worker_timeout=50)
+    worker.start()
+    try:
+        runtime.send(FetchPage(list_id="a1b2c3d4e5", run_id="run-1", offset=0))
+        runtime.broker.join(FetchPage.queue, fail_fast=False)
+        worker.join()
+    finally:
+        worker.stop()
+
+    assert tries == [0, 0, 0]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum("503 Service Unavailable; the message is retried later" in w for w in warnings) == 3
+    # No traceback per try: the only ERROR is the dead-lettering, which names the cause.
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.name for r in errors] == ["common.actors"]
+    with runtime.engine.connect() as conn:
+        (line,) = [entry["message"] for entry in runs.read_log(conn, "a1b2c3d4e5")]
+    assert line == (
+        "fetch_page gave up after 3 tries: MailchimpTransientError: "
+        "GET /lists/a1b2c3d4e5/members: 503 Service Unavailable"
+    )
