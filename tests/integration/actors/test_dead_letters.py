@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import dramatiq
 import pytest
@@ -32,20 +32,26 @@ def runtime(clean_tables: sa.Engine) -> Iterator[Runtime]:
     broker.close()
 
 
+def _run_until_done(runtime: Runtime, queue: str, enqueue: Callable[[], None]) -> None:
+    """Enqueue, then let a worker process the queue (retries included) until it is empty."""
+    worker = dramatiq.Worker(runtime.broker, worker_timeout=50)
+    worker.start()
+    try:
+        enqueue()
+        runtime.broker.join(queue, fail_fast=False)
+        worker.join()
+    finally:
+        worker.stop()
+
+
 def _always_failing(message: FetchPage) -> list[Message]:
     raise ConnectionError(f"Mailchimp unreachable for page {message.offset}")
 
 
 def test_a_message_that_keeps_failing_is_dead_lettered_and_logged(runtime: Runtime) -> None:
     declare(runtime, FetchPage, _always_failing, max_retries=1, min_backoff_ms=1, max_backoff_ms=2)
-    worker = dramatiq.Worker(runtime.broker, worker_timeout=50)
-    worker.start()
-    try:
-        runtime.send(FetchPage(list_id="a1b2c3d4e5", run_id="run-1", offset=3000))
-        runtime.broker.join(FetchPage.queue, fail_fast=False)
-        worker.join()
-    finally:
-        worker.stop()
+    page = FetchPage(list_id="a1b2c3d4e5", run_id="run-1", offset=3000)
+    _run_until_done(runtime, FetchPage.queue, lambda: runtime.send(page))
 
     assert len(runtime.broker.dead_letters) == 1
     with runtime.engine.connect() as conn:
@@ -62,22 +68,14 @@ def test_a_malformed_message_is_not_retried(runtime: Runtime) -> None:
         return []
 
     declare(runtime, FetchPage, record, max_retries=5)
-    worker = dramatiq.Worker(runtime.broker, worker_timeout=50)
-    worker.start()
-    try:
-        runtime.broker.enqueue(
-            dramatiq.Message(
-                queue_name=FetchPage.queue,
-                actor_name=FetchPage.actor,
-                args=(),
-                kwargs={"list_id": "a1b2c3d4e5", "offset": "not a number"},
-                options={},
-            )
-        )
-        runtime.broker.join(FetchPage.queue, fail_fast=False)
-        worker.join()
-    finally:
-        worker.stop()
+    malformed = dramatiq.Message(
+        queue_name=FetchPage.queue,
+        actor_name=FetchPage.actor,
+        args=(),
+        kwargs={"list_id": "a1b2c3d4e5", "offset": "not a number"},
+        options={},
+    )
+    _run_until_done(runtime, FetchPage.queue, lambda: runtime.broker.enqueue(malformed))
 
     assert handled == []
     assert len(runtime.broker.dead_letters) == 1
@@ -93,14 +91,8 @@ def test_mailchimp_still_failing_is_retried_with_a_warning_and_dead_lettered_wit
         raise MailchimpTransientError("GET /lists/a1b2c3d4e5/members: 503 Service Unavailable")
 
     declare(runtime, FetchPage, mailchimp_down, max_retries=2, min_backoff_ms=1, max_backoff_ms=2)
-    worker = dramatiq.Worker(runtime.broker, worker_timeout=50)
-    worker.start()
-    try:
-        runtime.send(FetchPage(list_id="a1b2c3d4e5", run_id="run-1", offset=0))
-        runtime.broker.join(FetchPage.queue, fail_fast=False)
-        worker.join()
-    finally:
-        worker.stop()
+    page = FetchPage(list_id="a1b2c3d4e5", run_id="run-1", offset=0)
+    _run_until_done(runtime, FetchPage.queue, lambda: runtime.send(page))
 
     assert tries == [0, 0, 0]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
