@@ -59,6 +59,13 @@ def _new_subscribers(audience: Audience, count: int, prefix: str = "new") -> lis
     )
 
 
+def _post_stuck_batch(audience: Audience, subscribers: int) -> None:
+    """Post a batch of new subscribers that Mailchimp starts and never finishes."""
+    _new_subscribers(audience, subscribers)
+    audience.control("PATCH", "/switches", json={"batch_stuck": True})
+    submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+
+
 def _import(audience: Audience, records: list[dict[str, object]]) -> None:
     audience.control("POST", f"/lists/{audience.list_id}/members/import", json=records)
 
@@ -308,9 +315,7 @@ def test_an_ambiguous_post_waits_while_a_later_batch_is_unfinished(audience: Aud
 
 
 def test_a_stuck_batch_is_reported_in_the_status_log_and_kept(audience: Audience) -> None:
-    _new_subscribers(audience, 3)
-    audience.control("PATCH", "/switches", json={"batch_stuck": True})
-    submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    _post_stuck_batch(audience, 3)
 
     first = audience.check()
     second = audience.check(utcnow() + timedelta(hours=2))
@@ -328,9 +333,7 @@ def test_a_stuck_batch_is_reported_in_the_status_log_and_kept(audience: Audience
 def test_the_poller_reads_a_batch_that_is_not_moving_less_and_less_often(
     audience: Audience,
 ) -> None:
-    _new_subscribers(audience, 3)
-    audience.control("PATCH", "/switches", json={"batch_stuck": True})
-    submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    _post_stuck_batch(audience, 3)
     start = utcnow()
 
     moved = audience.check(start)  # posted pending, read started
@@ -448,9 +451,7 @@ def test_a_post_mailchimp_refuses_outright_releases_its_updates(audience: Audien
 def test_a_batch_mailchimp_no_longer_knows_is_logged_and_its_rows_decided_again(
     audience: Audience,
 ) -> None:
-    _new_subscribers(audience, 2)
-    audience.control("PATCH", "/switches", json={"batch_stuck": True})
-    submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    _post_stuck_batch(audience, 2)
     (posted,) = batches(audience.engine)
     audience.client.delete(f"/batches/{posted.mailchimp_batch_id}")
 
