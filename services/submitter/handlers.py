@@ -528,9 +528,10 @@ def check_batches(
 
     ``client_for(list_id)`` gives the client of the audience's account. Finished batches are
     processed here; a crashed processing (stuck at 1) is redone; a batch that has not
-    progressed for ``stall_after`` is logged in the audience's status log on every check and
-    kept; a batch Mailchimp no longer knows is logged and aborted, its rows back to ``todo``.
-    A batch that has not moved lately is read less often (``polling.due_for_check``).
+    progressed for ``stall_after`` is logged in the audience's status log each time it is read
+    (at most every ``polling.MAX_CHECK_INTERVAL``) and kept; a batch Mailchimp no longer knows
+    is logged and aborted, its rows back to ``todo``. A batch that has not moved lately is
+    read less often (``polling.due_for_check``).
 
     One check at a time across processes: each submitter's poller sends a check every tick,
     and two checks at once read the same batches from Mailchimp. A check that finds another
