@@ -454,6 +454,12 @@ def _report(figures: Figures) -> None:
     print(f"CPU time per process during the initial sync (the machine has {os.cpu_count()} cores):")
     for name, seconds in figures.cpu.items():
         print(f"  {seconds:7.1f} s  {name}")
+    # The sync is CPU-bound: a run can be no shorter than its CPU time spread over every core.
+    available = figures.initial * (os.cpu_count() or 1)
+    used = sum(figures.cpu.values())
+    print(
+        f"  {used:7.1f} s  in all, of the {available:.1f} s the cores had ({used / available:.0%})"
+    )
     print(
         f"Postgres during the initial sync: {figures.wal.wal_bytes / 2**20:,.0f} MB of WAL, "
         f"{figures.wal.checkpoints} checkpoints; settings: "
