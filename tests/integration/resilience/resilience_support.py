@@ -42,9 +42,14 @@ def sync(settings: Settings, request: SyncRequest, wait: bool = True) -> str:
     return out.getvalue()
 
 
-def run_state(engine: sa.Engine, list_id: str) -> RunState:
+def read_run_state(engine: sa.Engine, list_id: str) -> RunState | None:
+    """The audience's status row; None before its first trigger was taken."""
     with engine.connect() as conn:
-        state = runs.read(conn, list_id)
+        return runs.read(conn, list_id)
+
+
+def run_state(engine: sa.Engine, list_id: str) -> RunState:
+    state = read_run_state(engine, list_id)
     assert state is not None
     return state
 

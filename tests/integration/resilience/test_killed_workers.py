@@ -39,13 +39,14 @@ from resilience_support import (
     mismatches,
     mixed_world,
     posted_operation_ids,
+    read_run_state,
     run_state,
     sync,
     update_rows,
 )
 
 from common.broker import build_broker, send
-from common.db import cache, runs, stats
+from common.db import cache, stats
 from common.db.runs import STALE_AFTER
 from common.limits import lease_key
 from common.messages import CheckBatches
@@ -180,8 +181,7 @@ def _retrigger_if_unfinished(settings: Settings, engine: sa.Engine, list_id: str
     first one's batch results (see test_batch_in_flight.py), not a test of the kill. Killed
     before it took the first trigger, the worker left no run: that trigger is still queued.
     """
-    with engine.connect() as conn:
-        state = runs.read(conn, list_id)
+    state = read_run_state(engine, list_id)
     if state is not None and state.run_id is not None:
         sync(settings, SyncRequest(max_time=0), wait=False)
 
