@@ -358,10 +358,13 @@ class PlannedChunk(NamedTuple):
 def plan_chunks(
     conn: sa.Connection, list_id: str, run_id: str, chunk_size: int = 1000
 ) -> list[PlannedChunk]:
-    """Cut the audience's ``todo`` rows into chunks of at most ``chunk_size`` in id order and
+    """Cut the audience's ``todo`` rows into chunks of about ``chunk_size`` in id order and
     record them, each with its rows' ids, as the run's (the audience's earlier plans are
-    forgotten). One statement: the ids never leave Postgres, so planning a million rows
-    holds a thousand chunks in memory, not a million ids.
+    forgotten). A contact's rows all go to the chunk of its first row, however far apart
+    they are: the chunk reads the contact's CRM facts once, before it changes anything, so
+    no row is decided on a change the run made for another (a chunk can hold a contact's
+    rows beyond ``chunk_size``). One statement: the ids never leave Postgres, so planning a
+    million rows holds a thousand chunks in memory, not a million ids.
 
     Returned in the order to decide them: the chunks with the most rows not at Mailchimp
     first, then by id. Each such row is a member to create, so its chunk fills batches: the
@@ -373,17 +376,23 @@ def plan_chunks(
     return sorted(planned, key=lambda c: (-c.rows_without_member, c.first_id))
 
 
-# Reads the cache's todo rows, which the chunks are made of.
+# Reads the cache's todo rows, which the chunks are made of. Each row is placed by its
+# contact's first todo row (its own id when it has no contact); rank() gives the rows placed
+# alike one position, so a chunk boundary never falls between a contact's rows.
 _PLAN_CHUNKS = sa.text("""
-    WITH planned AS (
+    WITH placed AS (
+        SELECT id, mailchimp_member_id,
+            CASE WHEN civicrm_contact_id IS NULL THEN id
+                 ELSE min(id) OVER (PARTITION BY civicrm_contact_id) END AS place
+        FROM civicrm_mailchimpsync_cache
+        WHERE mailchimp_list_id = :list_id AND sync_status = 'todo'
+    ), planned AS (
         SELECT min(id) AS first_id, max(id) AS last_id, count(*) AS row_count,
             count(*) FILTER (WHERE mailchimp_member_id IS NULL) AS rows_without_member,
             array_agg(id ORDER BY id) AS row_ids
         FROM (
-            SELECT id, mailchimp_member_id,
-                (row_number() OVER (ORDER BY id) - 1) / :size AS bucket
-            FROM civicrm_mailchimpsync_cache
-            WHERE mailchimp_list_id = :list_id AND sync_status = 'todo'
+            SELECT id, mailchimp_member_id, (rank() OVER (ORDER BY place) - 1) / :size AS bucket
+            FROM placed
         ) AS numbered
         GROUP BY bucket
     ), recorded AS (

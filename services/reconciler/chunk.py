@@ -199,14 +199,16 @@ def write(
 def _membership_changes(
     gathered: Sequence[_Gathered], decisions: Sequence[RowDecision], now: datetime
 ) -> list[crm.MembershipChange]:
-    """The CRM group changes of the chunk, dated ``now`` (method ``MCsync``)."""
+    """The CRM group changes of the chunk, dated ``now`` (method ``MCsync``): a change two
+    rows of one contact both ask for is made once."""
     contact_of = {g.row.id: g.row.contact_id for g in gathered}
-    return [
+    changes = (
         crm.MembershipChange(contact_id, change.group_id, change.status, now)
         for d in decisions
         if (contact_id := contact_of[d.cache_id]) is not None
         for change in d.group_changes
-    ]
+    )
+    return list(dict.fromkeys(changes))
 
 
 def _snapshots_after(
