@@ -397,8 +397,9 @@ def open_updates_of_batch(conn: sa.Connection, batch_row_id: int) -> list[OpenUp
 
 
 def apply_cache_successes(conn: sa.Connection, successes: Sequence[CacheSuccess]) -> None:
-    """The rows take Mailchimp's status and ``last_changed`` (and email and id if they had none),
-    and the member's fields merged into ``mailchimp_data`` as a fetch would merge them."""
+    """The rows take the member as Mailchimp answered it: id and email (new after an email
+    change, unless another row holds that member already), status and ``last_changed``, and
+    its fields merged into ``mailchimp_data`` as a fetch would merge them."""
     if not successes:
         return
     conn.execute(_APPLY_CACHE_SUCCESSES, {"rows": json_rows(successes)})
@@ -518,15 +519,27 @@ _COMPLETE_UPDATES = sa.text("""
     RETURNING u.id
 """)
 # A member without fields (null) keeps the stored data.
+# The row follows its member to a new address and id (an email change), unless another row
+# of the audience holds that member already: two rows for one member (a CRM-only row whose
+# member a fetch brought in meanwhile) keep their ids, and readyToCleanUpDuplicates merges them.
 _APPLY_CACHE_SUCCESSES = sa.text("""
     UPDATE civicrm_mailchimpsync_cache c SET
-        mailchimp_member_id = coalesce(c.mailchimp_member_id, r.member_id),
-        mailchimp_email = coalesce(c.mailchimp_email, r.email),
+        mailchimp_member_id = CASE WHEN r.taken THEN c.mailchimp_member_id
+                                   ELSE coalesce(r.member_id, c.mailchimp_member_id) END,
+        mailchimp_email = CASE WHEN r.taken THEN coalesce(c.mailchimp_email, r.email)
+                               ELSE coalesce(r.email, c.mailchimp_email) END,
         mailchimp_status = r.mailchimp_status,
         mailchimp_updated = coalesce(r.updated, c.mailchimp_updated),
         mailchimp_data = coalesce(r.mailchimp_data, c.mailchimp_data)
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(cache_id bigint, member_id text,
-        email text, mailchimp_status text, updated timestamptz, mailchimp_data jsonb)
+    FROM (
+        SELECT r.*, EXISTS (
+            SELECT 1 FROM civicrm_mailchimpsync_cache me
+            JOIN civicrm_mailchimpsync_cache o ON o.mailchimp_list_id = me.mailchimp_list_id
+             AND o.mailchimp_member_id = r.member_id AND o.id <> me.id
+            WHERE me.id = r.cache_id) AS taken
+        FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(cache_id bigint, member_id text,
+            email text, mailchimp_status text, updated timestamptz, mailchimp_data jsonb)
+    ) AS r
     WHERE c.id = r.cache_id
 """)
 

@@ -466,7 +466,7 @@ def _add_outcome(outcomes: _Outcomes, found: sql.OpenUpdate, result: OperationRe
         outcomes.completions.append(sql.Completion(found.update_id, None))
         outcomes.kind_of[found.update_id] = "ok"
         if outcome.member is not None:
-            row = CacheRowState(found.member_id, found.email, found.updated, found.mailchimp_data)
+            row = CacheRowState(found.updated, found.mailchimp_data)
             change = follow_success(row, outcome.member)
             outcomes.successes[found.update_id] = sql.CacheSuccess(
                 found.cache_id,

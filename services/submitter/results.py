@@ -83,10 +83,8 @@ Outcome = Succeeded | RetryAsPending | Failed
 
 @dataclass(frozen=True)
 class CacheRowState:
-    """What the cache row holds before the result is applied."""
+    """What the cache row holds before the result is applied, of what the result keeps."""
 
-    member_id: str | None
-    email: str | None
     updated: datetime | None = None
     mailchimp_data: Mapping[str, Any] | None = None
 
@@ -138,15 +136,16 @@ def classify(result: OperationResult, update_data: Mapping[str, Any]) -> Outcome
 
 
 def follow_success(row: CacheRowState, member: MemberResult) -> CacheRowChange:
-    """The row takes Mailchimp's status and ``last_changed``, and email and id if it had none;
-    the member's fields are merged into ``mailchimp_data`` as a fetch would, so the next
-    incremental fetch, which reads these members back, finds them unchanged."""
+    """The row takes the member as Mailchimp answered it: its id and email (new ones after an
+    email change), status and ``last_changed``; the member's fields are merged into
+    ``mailchimp_data`` as a fetch would, so the next incremental fetch, which reads these
+    members back, finds them unchanged."""
     merged = None
     if member.fetched is not None:
         merged = merge_mailchimp_data(row.mailchimp_data, member.fetched)
     return CacheRowChange(
-        mailchimp_member_id=row.member_id or member.member_id,
-        mailchimp_email=row.email or member.email,
+        mailchimp_member_id=member.member_id,
+        mailchimp_email=member.email,
         mailchimp_status=member.status,
         mailchimp_updated=member.last_changed or row.updated,
         mailchimp_data=merged,

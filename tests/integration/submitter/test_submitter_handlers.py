@@ -145,6 +145,25 @@ def test_updates_left_after_a_batch_wait_for_a_run_that_is_deciding_rows(
     assert sent == (leftovers if leftovers_sent else [])
 
 
+def test_a_new_member_another_row_already_holds_leaves_both_rows_to_the_duplicate_cleanup(
+    audience: Audience,
+) -> None:
+    # A CRM-only row's member is created at Mailchimp while a fetch brought the same member
+    # in as a row of its own: the results must not give both rows one member id.
+    email = "twice@example.org"
+    (fetched,) = add_rows(audience.engine, audience.list_id, [email], known=True)
+    (crm_only,) = add_rows(audience.engine, audience.list_id, [email])
+    add_updates(audience.engine, [(crm_only, _subscribe(email))])
+
+    submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    audience.drain()
+
+    both = rows(audience.engine)
+    assert both[fetched].mailchimp_member_id == subscriber_hash(email)
+    assert both[crm_only].mailchimp_member_id is None
+    assert (both[crm_only].mailchimp_status, both[crm_only].sync_status) == ("subscribed", "ok")
+
+
 def test_a_tags_update_waits_until_its_member_exists(audience: Audience) -> None:
     (cache_id,) = add_rows(audience.engine, audience.list_id, ["tagged@example.org"])
     add_updates(
