@@ -163,15 +163,17 @@ def add_emails(conn: sa.Connection, rows: Sequence[EmailToAdd]) -> int:
 def set_contact_names(
     conn: sa.Connection, contact_id: int, first_name: str | None, last_name: str | None
 ) -> int:
-    """Set the names given (None: leave that one as it is; blank: clear it)."""
-    if first_name is None and last_name is None:
+    """Take the names that are given and not blank; a missing or blank one (an empty merge
+    field at Mailchimp) leaves the CRM's name as it is. Returns the contacts changed."""
+    first, last = _name(first_name), _name(last_name)
+    if first is None and last is None:
         return 0
-    params = {
-        "id": contact_id,
-        "first": None if first_name is None else first_name.strip()[:64],
-        "last": None if last_name is None else last_name.strip()[:64],
-    }
-    return conn.execute(_SET_NAMES, params).rowcount
+    return conn.execute(_SET_NAMES, {"id": contact_id, "first": first, "last": last}).rowcount
+
+
+def _name(value: str | None) -> str | None:
+    """A name as ``civicrm_contact`` holds it (64 characters), None when blank."""
+    return (value or "").strip()[:64] or None
 
 
 def soft_delete_contacts(conn: sa.Connection, contact_ids: Iterable[int]) -> int:
@@ -381,11 +383,11 @@ _ADD_EMAILS = sa.text("""
 
 _SET_NAMES = sa.text("""
     UPDATE civicrm_contact SET modified_date = now(),
-        first_name = CASE WHEN CAST(:first AS text) IS NULL THEN first_name
-                          ELSE NULLIF(CAST(:first AS text), '') END,
-        last_name = CASE WHEN CAST(:last AS text) IS NULL THEN last_name
-                         ELSE NULLIF(CAST(:last AS text), '') END
+        first_name = coalesce(CAST(:first AS text), first_name),
+        last_name = coalesce(CAST(:last AS text), last_name)
     WHERE id = :id
+      AND (first_name, last_name) IS DISTINCT FROM
+          (coalesce(CAST(:first AS text), first_name), coalesce(CAST(:last AS text), last_name))
 """)
 _SOFT_DELETE = sa.text("""
     UPDATE civicrm_contact SET is_deleted = true, modified_date = now()

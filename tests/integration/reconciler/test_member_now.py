@@ -191,6 +191,26 @@ def test_profile_takes_the_names_from_the_merges(world: World) -> None:
     assert sync_history(w) == []
 
 
+@pytest.mark.parametrize(("first", "last"), [("", "Prince"), ("Diana", "  "), ("", "")])
+def test_profile_with_an_empty_name_leaves_that_crm_name_as_it_is(
+    world: World, first: str, last: str
+) -> None:
+    w = world
+    di = w.contact("Di", "di@example.org")  # last name "Tester"
+    w.row("di@example.org", "subscribed", di, member_id=subscriber_hash("di@example.org"), at=T0)
+
+    apply(
+        w,
+        event(AudienceEventType.PROFILE, "di@example.org", first_name=first, last_name=last),
+        member("di@example.org", "subscribed", T0, first, last),
+    )
+
+    names = w.conn.execute(
+        sa.text("SELECT first_name, last_name FROM civicrm_contact WHERE id = :c"), {"c": di}
+    ).one()
+    assert tuple(names) == (first.strip() or "Di", last.strip() or "Tester")
+
+
 def test_upemail_moves_the_row_and_gives_the_contact_the_new_address(world: World) -> None:
     w = world
     ed = w.contact("Ed", "ed@example.org")
