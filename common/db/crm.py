@@ -46,6 +46,13 @@ __all__ = [
 ]
 
 
+# Enum lookup by value (GroupStatus(s)) costs ten times a dict's, once per membership read.
+_GROUP_STATUS = {status.value: status for status in GroupStatus}
+# A membership whose status is none of these (CiviCRM's column takes any text, or none) is no
+# membership to the sync.
+_KNOWN_STATUS = "gc.status IN (" + ", ".join(f"'{s.value}'" for s in GroupStatus) + ")"
+
+
 @dataclass(frozen=True)
 class NewEmail:
     """An email address of a contact about to be created."""
@@ -188,7 +195,7 @@ def membership_counts(conn: sa.Connection, group_id: int) -> dict[GroupStatus, i
     """Undeleted contacts in the group per status; every status is present, zero if none."""
     counts = dict.fromkeys(GroupStatus, 0)
     for status, count in conn.execute(_MEMBERSHIP_COUNTS, {"group_id": group_id}):
-        counts[GroupStatus(status)] = int(count)
+        counts[_GROUP_STATUS[status]] = int(count)
     return counts
 
 
@@ -205,10 +212,6 @@ def best_emails(conn: sa.Connection, contact_ids: Iterable[int]) -> dict[int, st
     if not ids:
         return {}
     return {int(cid): str(email) for cid, email in conn.execute(_BEST_EMAILS, {"ids": ids})}
-
-
-# Enum lookup by value (GroupStatus(s)) costs ten times a dict's, once per membership read.
-_GROUP_STATUS = {status.value: status for status in GroupStatus}
 
 
 class HistoryEntry(NamedTuple):
@@ -394,10 +397,10 @@ _SOFT_DELETE = sa.text("""
     WHERE id = ANY(CAST(:ids AS integer[])) AND NOT is_deleted
 """)
 
-_MEMBERSHIP_COUNTS = sa.text("""
+_MEMBERSHIP_COUNTS = sa.text(f"""
     SELECT gc.status, count(*) FROM civicrm_group_contact gc
     JOIN civicrm_contact c ON c.id = gc.contact_id AND NOT c.is_deleted
-    WHERE gc.group_id = :group_id GROUP BY gc.status
+    WHERE gc.group_id = :group_id AND {_KNOWN_STATUS} GROUP BY gc.status
 """)
 _CONTACT_COUNT = sa.text("SELECT count(*) FROM civicrm_contact WHERE NOT is_deleted")
 
@@ -412,7 +415,8 @@ _BEST_EMAILS = sa.text("""
 # One probe per contact and table: memberships, the newest history row per group (by date,
 # then id, as the cache's civicrm_groups snapshot takes it), and the emails (best and held
 # from one read: two subqueries cost a fifth more buffer reads).
-_CONTACT_GROUP_FACTS = sa.text("""
+_CONTACT_GROUP_FACTS = sa.text(
+    """
     SELECT k.id AS contact_id, m.m_groups, m.m_status, h.h_groups, h.h_status, h.h_dates,
         em.best_email, em.held
     FROM civicrm_contact k
@@ -421,6 +425,7 @@ _CONTACT_GROUP_FACTS = sa.text("""
             coalesce(array_agg(gc.status ORDER BY gc.group_id), '{}') AS m_status
         FROM civicrm_group_contact gc
         WHERE gc.contact_id = k.id AND gc.group_id = ANY(CAST(:group_ids AS integer[]))
+          AND {known}
     ) AS m
     CROSS JOIN LATERAL (
         SELECT coalesce(array_agg(n.group_id), '{}') AS h_groups,
@@ -440,7 +445,8 @@ _CONTACT_GROUP_FACTS = sa.text("""
         FROM civicrm_email e WHERE e.contact_id = k.id
     ) AS em
     WHERE k.id = ANY(CAST(:ids AS integer[]))
-""")
+""".replace("{known}", _KNOWN_STATUS)
+)
 _CONTACT_DETAILS = sa.text("""
     SELECT id, first_name, last_name, source FROM civicrm_contact
     WHERE id = ANY(CAST(:ids AS integer[]))

@@ -288,6 +288,8 @@ webhook_secret = Table(
 )
 
 # --- the CRM (CiviCRM's names and meaning, a subset) ----------------------------------------
+# Each column takes what CiviCRM's schema takes (``schema/*/*.entityType.php``): no CHECK on a
+# status (its history holds ``Deleted`` too), nullable where CiviCRM's column is.
 
 contact = Table(
     "civicrm_contact",
@@ -298,16 +300,16 @@ contact = Table(
     Column("last_name", String(64)),
     Column("source", String(255)),
     Column("is_deleted", Boolean, nullable=False, server_default="false"),
-    _now(),
-    Column("modified_date", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("created_date", DateTime(timezone=True), server_default=func.now()),
+    Column("modified_date", DateTime(timezone=True), server_default=func.now()),
 )
 
 email = Table(
     "civicrm_email",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("contact_id", Integer, ForeignKey(contact.c.id, ondelete="CASCADE"), nullable=False),
-    Column("email", String(254), nullable=False),
+    Column("contact_id", Integer, ForeignKey(contact.c.id, ondelete="CASCADE")),
+    Column("email", String(254)),
     Column("is_primary", Boolean, nullable=False, server_default="false"),
     Column("is_bulkmail", Boolean, nullable=False, server_default="false"),
     Column("on_hold", SmallInteger, nullable=False, server_default="0"),
@@ -330,8 +332,7 @@ group_contact = Table(
     Column("id", Integer, primary_key=True),
     Column("group_id", Integer, ForeignKey(group.c.id, ondelete="CASCADE"), nullable=False),
     Column("contact_id", Integer, ForeignKey(contact.c.id, ondelete="CASCADE"), nullable=False),
-    Column("status", String(8), nullable=False),
-    CheckConstraint("status IN ('Added', 'Removed', 'Pending')", name="status_valid"),
+    Column("status", String(8)),
     UniqueConstraint("group_id", "contact_id"),
     Index(None, "contact_id"),
 )
@@ -341,11 +342,10 @@ subscription_history = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("contact_id", Integer, ForeignKey(contact.c.id, ondelete="CASCADE"), nullable=False),
-    Column("group_id", Integer, ForeignKey(group.c.id, ondelete="CASCADE"), nullable=False),
+    Column("group_id", Integer, ForeignKey(group.c.id, ondelete="CASCADE")),
     Column("date", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("method", String(8), nullable=False),
-    Column("status", String(8), nullable=False),
-    CheckConstraint("status IN ('Added', 'Removed', 'Pending')", name="status_valid"),
+    Column("method", String(8)),
+    Column("status", String(8)),
     Index(None, "contact_id", "group_id", "date"),
     Index(None, "group_id", "date"),
 )
