@@ -396,6 +396,12 @@ def open_updates_of_batch(conn: sa.Connection, batch_row_id: int) -> list[OpenUp
     return [OpenUpdate(*row) for row in conn.execute(query)]
 
 
+def update_ids_of_batch(conn: sa.Connection, batch_row_id: int) -> set[int]:
+    """The ids of every update the batch holds, completed or not."""
+    query = sa.select(update.c.id).where(update.c.mailchimpsync_batch_id == batch_row_id)
+    return set(conn.scalars(query))
+
+
 def apply_cache_successes(conn: sa.Connection, successes: Sequence[CacheSuccess]) -> None:
     """The rows take the member as Mailchimp answered it: id and email (new after an email
     change, unless another row holds that member already), status and ``last_changed``, and

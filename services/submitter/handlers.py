@@ -416,8 +416,29 @@ def _process(
             return ProcessReport(batch_id, "already_processed")
         plan = _decide(sql.open_updates_of_batch(conn, row.id), results, batch_id)
         _write_outcomes(conn, plan)
+        _log_unknown(conn, row, results, sql.update_ids_of_batch(conn, row.id))
         sql.finish_processing(conn, row.id, state)
     return ProcessReport(batch_id, "processed", *plan.counts())
+
+
+UNKNOWN_LISTED = 10  # unknown results named one per line; the rest of a batch's are counted
+
+
+def _log_unknown(
+    conn: sa.Connection, row: sql.BatchRow, results: Sequence[OperationResult], ours: set[int]
+) -> None:
+    """A result for no update the batch holds (not our operation id, or an update deleted
+    since) is skipped: a warning in the worker's and the audience's log names it."""
+    unknown = [r.operation_id for r in results if update_id_of(r.operation_id) not in ours]
+    lines = [f"result for operation {op!r}, an update we do not know" for op in unknown]
+    if len(lines) > UNKNOWN_LISTED:
+        more = len(lines) - UNKNOWN_LISTED
+        lines = [*lines[:UNKNOWN_LISTED], f"{more} more results for updates we do not know"]
+    now = datetime.now(UTC)
+    for line in lines:
+        message = f"batch {row.mailchimp_batch_id}: {line}, skipped"
+        logger.warning("audience %s: %s", row.list_id, message)
+        runs.log(conn, row.list_id, message, now)
 
 
 # Outcome kinds that fail the update's row: Mailchimp refused it, or gave no result for it.

@@ -269,6 +269,31 @@ def test_processing_a_batch_twice_changes_nothing(audience: Audience) -> None:
     assert (updates(audience.engine), rows(audience.engine), batches(audience.engine)) == before
 
 
+def test_a_result_for_an_update_we_do_not_know_is_skipped_with_a_warning(
+    audience: Audience, caplog: pytest.LogCaptureFixture
+) -> None:
+    kept, dropped = _new_subscribers(audience, 2)
+    submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    with audience.engine.begin() as conn:  # e.g. its row was deleted since (config change)
+        conn.execute(
+            sa.text("DELETE FROM civicrm_mailchimpsync_update WHERE id = :u"), {"u": dropped}
+        )
+
+    audience.drain()
+
+    (posted,) = batches(audience.engine)
+    expected = (
+        f"batch {posted.mailchimp_batch_id}: result for operation 'mailchimpsync_{dropped}', "
+        "an update we do not know, skipped"
+    )
+    assert [u.id for u in updates(audience.engine) if u.completed] == [kept]
+    assert [line["message"] for line in status_log(audience.engine, audience.list_id)][-1:] == [
+        expected
+    ]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"audience {audience.list_id}: {expected}" in warnings
+
+
 def test_an_unknown_batch_id_is_ignored(audience: Audience) -> None:
     report = process_batch(audience.engine, audience.client, "0123456789")
 
