@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError
 from urllib3.util.retry import Retry
 
 from common.limits import ConnectionLimiter, LocalConnectionLimiter
@@ -64,7 +65,16 @@ class MailchimpError(Exception):
 
 
 class MailchimpTransientError(Exception):
-    """Still failing after the retries (5xx, 429, timeout, or a body that is not JSON)."""
+    """Still failing after the retries (5xx, 429, timeout, or a body that is not JSON).
+
+    ``maybe_processed``: Mailchimp may have carried the request out (a timeout, a reset or a
+    5xx after it was sent); False when it surely did not (the connection could not be made,
+    or Mailchimp answered 429 before doing anything). A POST that may have been processed
+    can still create what it asked for, minutes later."""
+
+    def __init__(self, message: str, maybe_processed: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_processed = maybe_processed
 
 
 class _RetryEvenPostOn429(Retry):
@@ -149,11 +159,22 @@ class MailchimpClient:
                     timeout=self.timeout,
                 )
         except (requests.ConnectionError, requests.Timeout) as error:
-            raise MailchimpTransientError(f"{method} {path}: {error}") from error
+            raise MailchimpTransientError(
+                f"{method} {path}: {error}", maybe_processed=not _never_sent(error)
+            ) from error
         return _decode(method, path, response)
 
     def close(self) -> None:
         self.session.close()
+
+
+def _never_sent(error: requests.RequestException) -> bool:
+    """The request never reached Mailchimp: no connection could be made (refused, no route,
+    no name, or not in time). A read timeout or a reset may come after Mailchimp got it."""
+    if isinstance(error, requests.ConnectTimeout):
+        return True
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(reason, ConnectTimeoutError)  # NewConnectionError is one too
 
 
 def _decode(method: str, path: str, response: requests.Response) -> Any:
@@ -171,7 +192,10 @@ def _decode(method: str, path: str, response: requests.Response) -> Any:
     except orjson.JSONDecodeError as error:
         raise MailchimpTransientError(f"{method} {path}: unreadable JSON") from error
     if status in TRANSIENT_STATUSES:
-        raise MailchimpTransientError(f"{method} {path}: HTTP {status} {document.get('title')}")
+        raise MailchimpTransientError(
+            f"{method} {path}: HTTP {status} {document.get('title')}",
+            maybe_processed=status != 429,  # Mailchimp's rate limit answers before doing it
+        )
     if status >= 400:
         raise MailchimpError.from_problem(status, document)
     return document

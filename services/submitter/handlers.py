@@ -17,18 +17,20 @@ A worker may be killed at any instant. The submit path is three steps:
    if it is still *posting* with the same ``submitted_at``.
 
 A batch row still *posting* is ambiguous: killed before (2) it is not at Mailchimp, killed
-between (2) and (3) it is. It is resolved (``resolve_posting``) by listing the account's
-batches at Mailchimp submitted since ``submitted_at`` (less a clock slack) that no row of
-ours records. While any of those is unfinished nothing is decided (its operations cannot be
-seen yet). Once all are finished their results are read: one carrying an operation id of
-the row's updates is *adopted* (recorded, then processed as usual); if none does, the POST
-never took effect, so the row is *released*: marked ``aborted`` and its updates detached, to
-be claimed and posted by the next submission. Every transition is a compare-and-set on the
-*posting* state, so two resolvers cannot both act. Another worker may still be inside step
-(2), so other workers resolve a row only when its ``submitted_at`` is older than
-``posting_grace`` (longer than any POST with its retries can take); the worker whose own
-POST failed with a transient error resolves at once, since it knows its POST has ended.
-A 4xx on the POST means Mailchimp created nothing: the row is released at once.
+between (2) and (3) it is, and a POST whose answer never came (a timeout, a reset, a 5xx)
+may still be carried out by Mailchimp later: Mailchimp has no idempotency key. It is
+resolved (``resolve_posting``) by listing the account's batches at Mailchimp submitted since
+``submitted_at`` (less a clock slack) that no row of ours records, and reading the results
+of the finished ones: one carrying an operation id of the row's updates is *adopted*
+(recorded, then processed as usual). Only once no POST of the row can land any more (its
+``submitted_at`` is older than ``posting_grace``, longer than a POST with its retries can
+take and than Mailchimp can take to carry one out) and every batch listed is finished
+without carrying them, did the POST never take effect: the row is *released*, marked
+``aborted`` and its updates detached, to be claimed and posted by the next submission.
+Every transition is a compare-and-set on the *posting* state, so two resolvers cannot both
+act. The worker whose POST went unanswered tries to adopt at once (a batch already there),
+never to release; the poller resolves the rows past the grace. A POST that surely created
+nothing (a 4xx, a 429, no connection made) releases its row at once.
 
 Results are applied idempotently: ``response_processed`` 0 -> 1 by compare-and-set (``force``
 also takes 1 and 2), the archive is downloaded with no transaction open, then one
@@ -255,8 +257,12 @@ def post_claimed(engine: sa.Engine, client: MailchimpClient, claim: Claim) -> st
         with engine.begin() as conn:
             sql.release_posting_batch(conn, row_id, marker)
         raise
-    except MailchimpTransientError:
-        _resolve_own_failed_post(engine, client, row_id, marker)
+    except MailchimpTransientError as error:
+        if error.maybe_processed:
+            _resolve_own_failed_post(engine, client, row_id)
+        else:
+            with engine.begin() as conn:
+                sql.release_posting_batch(conn, row_id, marker)
         raise
     with engine.begin() as conn:
         recorded = sql.record_posted(conn, row_id, str(reply["id"]), str(reply["status"]), marker)
@@ -285,16 +291,21 @@ def _reject(conn: sa.Connection, rejected: Sequence[sql.Completion]) -> None:
 # --- resolving ambiguous posts -----------------------------------------------------------------
 
 
-def _resolve_own_failed_post(
-    engine: sa.Engine, client: MailchimpClient, row_id: int, marker: datetime
-) -> None:
-    """Our own POST failed transiently: resolve now if Mailchimp's listing allows it."""
+def _resolve_own_failed_post(engine: sa.Engine, client: MailchimpClient, row_id: int) -> None:
+    """Our own POST went unanswered: Mailchimp may create the batch yet, a moment or minutes
+    later. Adopt it if it is there already; never release the row here (see module doc)."""
     with engine.connect() as conn:
         row = sql.get_batch_row(conn, row_id)
     try:
-        resolve_posting(engine, client, row)
-    except (MailchimpError, MailchimpTransientError):
-        logger.warning("batch row %s stays ambiguous until the poller resolves it", row_id)
+        resolution = resolve_posting(engine, client, row, may_release=False)
+    except (MailchimpError, MailchimpTransientError, requests.RequestException):
+        resolution = Resolution()
+    if resolution.adopted is None:
+        logger.warning(
+            "batch row %s: Mailchimp did not answer its POST; its updates wait until the batch "
+            "is found at Mailchimp, or until the posting grace is over",
+            row_id,
+        )
 
 
 def _resolve_stale_postings(
@@ -310,7 +321,7 @@ def _resolve_stale_postings(
     unresolved: list[int] = []
     for row in rows:
         try:
-            resolution = resolve_posting(engine, client_for(row.list_id), row)
+            resolution = resolve_posting(engine, client_for(row.list_id), row, may_release=True)
         except (MailchimpTransientError, requests.RequestException, ResultArchiveError) as error:
             logger.warning("batch row %s stays ambiguous for now: %s", row.id, error)
             resolution = Resolution()
@@ -323,21 +334,25 @@ def _resolve_stale_postings(
     return adopted, released, unresolved
 
 
-def resolve_posting(engine: sa.Engine, client: MailchimpClient, row: sql.BatchRow) -> Resolution:
-    """Adopt the Mailchimp batch carrying this *posting* row's operations, or release the row
-    when every batch submitted since is finished and none carries them; else wait."""
+def resolve_posting(
+    engine: sa.Engine, client: MailchimpClient, row: sql.BatchRow, may_release: bool
+) -> Resolution:
+    """Adopt the Mailchimp batch carrying this *posting* row's operations; else, when
+    ``may_release`` (no POST of it can land any more) and every batch submitted since is
+    finished without carrying them, release the row; else wait."""
     assert row.submitted_at is not None
     candidates = _listed_batches(client, row.submitted_at - CLOCK_SLACK)
     with engine.connect() as conn:
         ours = sql.operation_update_ids(conn, row.id)
         known = sql.known_mailchimp_batch_ids(conn, [c["id"] for c in candidates])
     candidates = [c for c in candidates if c["id"] not in known]
-    if any(c.get("status") != BatchStatus.FINISHED for c in candidates):
-        return Resolution()
-    for candidate in candidates:
+    finished = [c for c in candidates if c.get("status") == BatchStatus.FINISHED]
+    for candidate in finished:
         url = candidate.get("response_body_url") or ""
         if url and _carries_any(url, ours):
             return _adopt(engine, client, row, candidate)
+    if not may_release or len(finished) < len(candidates):
+        return Resolution()  # an unfinished one may be ours: its operations are not readable
     with engine.begin() as conn:
         released = sql.release_posting_batch(conn, row.id, row.submitted_at)
     return Resolution(released=released)

@@ -100,7 +100,7 @@ def _concurrency_error(sim: Simulator, account: Account) -> errors.ApiError | No
 
 
 async def handle_api_call(sim: Simulator, request: Request, path: str) -> Response:
-    """Auth -> concurrency slot -> faults -> dispatch."""
+    """Auth -> concurrency slot -> body -> faults -> dispatch."""
     method, route_path = request.method, "/" + path
     account = sim.account_for_key(api_key_from(request.headers.get("authorization")) or "")
     if account is None:
@@ -113,11 +113,13 @@ async def handle_api_call(sim: Simulator, request: Request, path: str) -> Respon
         if too_many is not None:
             sim.record(method, "concurrency-limit", 429, via="api")
             return problem_response(too_many)
+        # The body is read first: a request that arrived is processed whether or not its
+        # client is still waiting when a fault's delay is over (a POST answered too late).
+        body = await request.body()
         fault = sim.take_fault(method, route_path)
         if fault is not None and (faulted := await fault_response(fault)) is not None:
             sim.record(method, f"fault:{fault.kind}", faulted.status_code, via="api")
             return faulted
-        body = await request.body()
         base_url = str(request.base_url).rstrip("/")
         query = dict(request.query_params)
         reply = sim.execute(account, method, route_path, query, body, base_url)

@@ -107,6 +107,20 @@ def add_updates(engine: sa.Engine, items: list[tuple[int, dict[str, Any]]]) -> l
         )
 
 
+def subscribe(email: str) -> dict[str, str]:
+    """The update data subscribing a new member."""
+    return {"email_address": email, "status": "subscribed"}
+
+
+def new_subscribers(audience: Audience, count: int, prefix: str = "new") -> list[int]:
+    """``count`` rows not at Mailchimp yet, each with an update subscribing it; their ids."""
+    emails = [f"{prefix}{n}@example.org" for n in range(count)]
+    cache_ids = add_rows(audience.engine, audience.list_id, emails)
+    return add_updates(
+        audience.engine, [(c, subscribe(e)) for c, e in zip(cache_ids, emails, strict=True)]
+    )
+
+
 def updates(engine: sa.Engine) -> list[sa.Row[Any]]:
     with engine.connect() as conn:
         return list(conn.execute(sa.select(update).order_by(update.c.id)))

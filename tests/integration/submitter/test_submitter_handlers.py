@@ -12,8 +12,10 @@ from submitter_support import (
     add_rows,
     add_updates,
     batches,
+    new_subscribers,
     rows,
     status_log,
+    subscribe,
     unprocessed,
     updates,
     utcnow,
@@ -47,21 +49,9 @@ pytestmark = pytest.mark.integration
 LATER = POSTING_GRACE + timedelta(minutes=1)
 
 
-def _subscribe(email: str) -> dict[str, str]:
-    return {"email_address": email, "status": "subscribed"}
-
-
-def _new_subscribers(audience: Audience, count: int, prefix: str = "new") -> list[int]:
-    emails = [f"{prefix}{n}@example.org" for n in range(count)]
-    cache_ids = add_rows(audience.engine, audience.list_id, emails)
-    return add_updates(
-        audience.engine, [(c, _subscribe(e)) for c, e in zip(cache_ids, emails, strict=True)]
-    )
-
-
 def _post_stuck_batch(audience: Audience, subscribers: int) -> None:
     """Post a batch of new subscribers that Mailchimp starts and never finishes."""
-    _new_subscribers(audience, subscribers)
+    new_subscribers(audience, subscribers)
     audience.control("PATCH", "/switches", json={"batch_stuck": True})
     submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
 
@@ -71,7 +61,7 @@ def _import(audience: Audience, records: list[dict[str, object]]) -> None:
 
 
 def test_2500_updates_go_in_three_batches_and_every_row_ends_ok(audience: Audience) -> None:
-    _new_subscribers(audience, 2400)
+    new_subscribers(audience, 2400)
     known = [f"known{n}@example.org" for n in range(100)]
     _import(audience, [{"email": e, "status": "subscribed"} for e in known])
     known_rows = add_rows(
@@ -109,7 +99,7 @@ def test_2500_updates_go_in_three_batches_and_every_row_ends_ok(audience: Audien
 def test_full_batches_are_posted_and_the_rest_left_for_the_submit_stage(
     audience: Audience,
 ) -> None:
-    _new_subscribers(audience, 2500)
+    new_subscribers(audience, 2500)
 
     posted = submit_full_batches(audience.engine, audience.client, audience.list_id, utcnow())
     again = submit_full_batches(audience.engine, audience.client, audience.list_id, utcnow())
@@ -132,9 +122,9 @@ def test_updates_left_after_a_batch_wait_for_a_run_that_is_deciding_rows(
         config.add_connection(conn, account, audience.list_id, group)
         state = runs.start(conn, runs.lock(conn, audience.list_id), RunParams(), False, utcnow())
         runs.advance(conn, state, stage, utcnow())
-    _new_subscribers(audience, 1000)
+    new_subscribers(audience, 1000)
     submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
-    _new_subscribers(audience, 10, prefix="later")  # queued by the run's next chunks
+    new_subscribers(audience, 10, prefix="later")  # queued by the run's next chunks
     audience.wait_batches_finished()
     deps = flow.Deps(audience.engine, lambda _: audience.client, utcnow)
 
@@ -153,7 +143,7 @@ def test_a_new_member_another_row_already_holds_leaves_both_rows_to_the_duplicat
     email = "twice@example.org"
     (fetched,) = add_rows(audience.engine, audience.list_id, [email], known=True)
     (crm_only,) = add_rows(audience.engine, audience.list_id, [email])
-    add_updates(audience.engine, [(crm_only, _subscribe(email))])
+    add_updates(audience.engine, [(crm_only, subscribe(email))])
 
     submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
     audience.drain()
@@ -169,7 +159,7 @@ def test_a_tags_update_waits_until_its_member_exists(audience: Audience) -> None
     add_updates(
         audience.engine,
         [
-            (cache_id, _subscribe("tagged@example.org")),
+            (cache_id, subscribe("tagged@example.org")),
             (cache_id, {"tags": [{"name": "crm", "status": "active"}]}),
         ],
     )
@@ -217,7 +207,7 @@ def test_a_subscribe_refused_for_compliance_is_retried_as_pending(audience: Audi
 
 def test_any_other_error_completes_the_update_and_fails_the_row(audience: Audience) -> None:
     (cache_id,) = add_rows(audience.engine, audience.list_id, ["not-an-email"])
-    add_updates(audience.engine, [(cache_id, _subscribe("not-an-email"))])
+    add_updates(audience.engine, [(cache_id, subscribe("not-an-email"))])
 
     submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
     audience.drain()
@@ -248,7 +238,7 @@ def test_processing_a_batch_twice_changes_nothing(audience: Audience) -> None:
     _import(audience, [{"email": email, "status": "unsubscribed", "unsubscribed_by": "contact"}])
     (cache_id,) = add_rows(audience.engine, audience.list_id, [email], known=True)
     add_updates(audience.engine, [(cache_id, {"status": "subscribed"})])
-    _new_subscribers(audience, 3)
+    new_subscribers(audience, 3)
     submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
     audience.drain()
     before = (updates(audience.engine), rows(audience.engine), batches(audience.engine))
@@ -272,7 +262,7 @@ def test_processing_a_batch_twice_changes_nothing(audience: Audience) -> None:
 def test_a_result_for_an_update_we_do_not_know_is_skipped_with_a_warning(
     audience: Audience, caplog: pytest.LogCaptureFixture
 ) -> None:
-    kept, dropped = _new_subscribers(audience, 2)
+    kept, dropped = new_subscribers(audience, 2)
     submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
     with audience.engine.begin() as conn:  # e.g. its row was deleted since (config change)
         conn.execute(
@@ -304,7 +294,7 @@ def test_an_unknown_batch_id_is_ignored(audience: Audience) -> None:
 def test_a_worker_killed_between_claim_and_post_leaves_a_batch_posted_exactly_once(
     audience: Audience,
 ) -> None:
-    _new_subscribers(audience, 5)
+    new_subscribers(audience, 5)
     claim = claim_batch(audience.engine, audience.list_id, utcnow())  # ... and then the kill
     assert claim.batch_row_id is not None
     with audience.engine.connect() as conn:
@@ -324,7 +314,7 @@ def test_a_worker_killed_between_claim_and_post_leaves_a_batch_posted_exactly_on
 
 
 def test_a_batch_posted_but_not_recorded_is_adopted_not_posted_again(audience: Audience) -> None:
-    _new_subscribers(audience, 5)
+    new_subscribers(audience, 5)
     claim = claim_batch(audience.engine, audience.list_id, utcnow())
     assert claim.batch is not None
     audience.client.post("/batches", claim.batch.to_wire())  # ... and then the kill
@@ -342,7 +332,7 @@ def test_a_batch_posted_but_not_recorded_is_adopted_not_posted_again(audience: A
 
 
 def test_an_ambiguous_post_waits_while_a_later_batch_is_unfinished(audience: Audience) -> None:
-    _new_subscribers(audience, 2)
+    new_subscribers(audience, 2)
     claim = claim_batch(audience.engine, audience.list_id, utcnow())
     assert claim.batch is not None
     audience.control("PATCH", "/switches", json={"batch_stuck": True})
@@ -397,7 +387,7 @@ def test_the_poller_reads_a_batch_that_is_not_moving_less_and_less_often(
 
 
 def test_a_check_while_another_process_checks_does_nothing(audience: Audience) -> None:
-    _new_subscribers(audience, 3)
+    new_subscribers(audience, 3)
     submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
     audience.wait_batches_finished()
 
@@ -413,7 +403,7 @@ def test_a_check_while_another_process_checks_does_nothing(audience: Audience) -
 
 
 def test_the_poller_processes_a_batch_whose_webhook_never_came(audience: Audience) -> None:
-    _new_subscribers(audience, 3)
+    new_subscribers(audience, 3)
     submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
     audience.wait_batches_finished()
 
@@ -426,7 +416,7 @@ def test_the_poller_processes_a_batch_whose_webhook_never_came(audience: Audienc
 
 
 def test_a_processing_killed_midway_is_redone_by_the_poller(audience: Audience) -> None:
-    _new_subscribers(audience, 3)
+    new_subscribers(audience, 3)
     submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
     (listed,) = audience.wait_batches_finished()
     with audience.engine.begin() as conn:  # claimed for processing, then the kill
@@ -445,16 +435,16 @@ def test_a_processing_killed_midway_is_redone_by_the_poller(audience: Audience) 
     assert {r.sync_status for r in rows(audience.engine).values()} == {"ok"}
 
 
-@pytest.mark.parametrize("status", [429, 503])
-def test_a_refused_post_leaves_the_updates_unsubmitted_and_retryable(
-    audience: Audience, status: int
+def _fail_next_post(audience: Audience, status: int) -> None:
+    fault = {"kind": "status", "status": status, "path_prefix": "/batches", "method": "POST"}
+    audience.control("POST", "/faults", json=fault)
+
+
+def test_a_post_refused_for_the_rate_limit_leaves_the_updates_unsubmitted_and_retryable(
+    audience: Audience,
 ) -> None:
-    _new_subscribers(audience, 4)
-    audience.control(
-        "POST",
-        "/faults",
-        json={"kind": "status", "status": status, "path_prefix": "/batches", "method": "POST"},
-    )
+    new_subscribers(audience, 4)
+    _fail_next_post(audience, 429)  # Mailchimp answers 429 before doing anything
 
     with pytest.raises(MailchimpTransientError):
         submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
@@ -475,8 +465,30 @@ def test_a_refused_post_leaves_the_updates_unsubmitted_and_retryable(
     assert {r.sync_status for r in rows(audience.engine).values()} == {"ok"}
 
 
+def test_a_post_answered_5xx_is_posted_again_only_once_it_cannot_land_any_more(
+    audience: Audience,
+) -> None:
+    new_subscribers(audience, 4)
+    _fail_next_post(audience, 503)  # a server error: the batch may be created all the same
+
+    with pytest.raises(MailchimpTransientError):
+        submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    soon = submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
+    assert (soon.batches_posted, audience.batch_posts()) == (0, 0)  # waiting, not reposting
+
+    later = submit_updates(audience.engine, audience.client, audience.list_id, utcnow() + LATER)
+    audience.drain()
+
+    assert later.batches_posted == 1
+    assert audience.requests_seen()["batch_operation_counts"] == {
+        "POST /lists/{list_id}/members": 4
+    }
+    assert [b.status for b in batches(audience.engine)] == ["aborted", "finished"]
+    assert {r.sync_status for r in rows(audience.engine).values()} == {"ok"}
+
+
 def test_a_post_mailchimp_refuses_outright_releases_its_updates(audience: Audience) -> None:
-    _new_subscribers(audience, 2)
+    new_subscribers(audience, 2)
     fault = {"kind": "status", "status": 400, "path_prefix": "/batches", "method": "POST"}
     audience.control("POST", "/faults", json=fault)
 
@@ -513,7 +525,7 @@ def test_a_batch_mailchimp_no_longer_knows_is_logged_and_its_rows_decided_again(
 def test_two_workers_submitting_at_once_send_every_update_exactly_once(
     audience: Audience,
 ) -> None:
-    _new_subscribers(audience, 2500)
+    new_subscribers(audience, 2500)
 
     with ThreadPoolExecutor(2) as pool:
         reports = list(
@@ -536,7 +548,7 @@ def test_two_workers_submitting_at_once_send_every_update_exactly_once(
 def test_a_failing_check_is_logged_and_the_batch_processed_by_the_next_one(
     audience: Audience,
 ) -> None:
-    _new_subscribers(audience, 2)
+    new_subscribers(audience, 2)
     submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
     audience.wait_batches_finished()
     fault = {"kind": "status", "status": 503, "path_prefix": "/batches/", "method": "GET"}
