@@ -85,6 +85,9 @@ logger = logging.getLogger(__name__)
 
 POSTING_GRACE = Settings().posting_grace  # the default of MCSYNC_POSTING_GRACE_SECONDS
 """How long another worker waits before resolving a *posting* batch row (see module doc)."""
+UNANSWERED_AFTER = timedelta(minutes=2)
+"""A *posting* row this old has had its POST answered, or not: a batch Mailchimp created for
+it is looked for (and adopted) from then on, by submissions and the poller."""
 CLOCK_SLACK = timedelta(minutes=5)
 """Tolerated difference between our clock and Mailchimp's when listing batches."""
 STALL_AFTER = timedelta(hours=1)
@@ -169,7 +172,7 @@ def submit_updates(
     ``MailchimpTransientError`` when Mailchimp refuses a POST; the updates then stay (or
     become again) unsubmitted and nothing was sent twice (see the module docstring).
     """
-    _resolve_stale_postings(engine, lambda _: client, now - posting_grace, list_id)
+    _resolve_stale_postings(engine, lambda _: client, now, posting_grace, list_id)
     posted, submitted, deferred, rejected = _post_claims(
         engine, client, list_id, now, max_operations
     )
@@ -189,7 +192,7 @@ def submit_full_batches(
     """Post the audience's unsubmitted updates while a claim finds ``max_operations`` of
     them; returns the batches posted. Counts nothing else: a run's chunks each ask, a
     thousand times at 1M. Raises as ``submit_updates``, with the same guarantees."""
-    _resolve_stale_postings(engine, lambda _: client, now - posting_grace, list_id)
+    _resolve_stale_postings(engine, lambda _: client, now, posting_grace, list_id)
     posted, *_ = _post_claims(engine, client, list_id, now, max_operations, max_operations)
     return posted
 
@@ -266,8 +269,9 @@ def post_claimed(engine: sa.Engine, client: MailchimpClient, claim: Claim) -> st
         raise
     with engine.begin() as conn:
         recorded = sql.record_posted(conn, row_id, str(reply["id"]), str(reply["status"]), marker)
-    if not recorded:
-        # Only possible if this POST outlasted posting_grace and a resolver acted meanwhile.
+        holder = None if recorded else sql.find_batch(conn, str(reply["id"]))
+    if not recorded and (holder is None or holder.id != row_id):
+        # Only possible if this POST outlasted posting_grace and a resolver released the row.
         logger.error("batch %s posted but batch row %s had left 'posting'", reply["id"], row_id)
     logger.info("posted batch %s (%d operations)", reply["id"], len(claim.batch.operations))
     return str(reply["id"])
@@ -311,17 +315,23 @@ def _resolve_own_failed_post(engine: sa.Engine, client: MailchimpClient, row_id:
 def _resolve_stale_postings(
     engine: sa.Engine,
     client_for: Callable[[str], MailchimpClient],
-    older_than: datetime,
+    now: datetime,
+    posting_grace: timedelta,
     list_id: str | None = None,
 ) -> tuple[list[str], list[int], list[int]]:
+    """Resolve the *posting* rows whose POST has ended (older than ``UNANSWERED_AFTER``, or
+    than the grace): adopt a batch Mailchimp created for one; release one only past
+    ``posting_grace``."""
     with engine.connect() as conn:
-        rows = sql.posting_batches(conn, older_than, list_id)
+        rows = sql.posting_batches(conn, now - min(UNANSWERED_AFTER, posting_grace), list_id)
     adopted: list[str] = []
     released: list[int] = []
     unresolved: list[int] = []
     for row in rows:
+        assert row.submitted_at is not None
+        past_grace = row.submitted_at < now - posting_grace
         try:
-            resolution = resolve_posting(engine, client_for(row.list_id), row, may_release=True)
+            resolution = resolve_posting(engine, client_for(row.list_id), row, past_grace)
         except (MailchimpTransientError, requests.RequestException, ResultArchiveError) as error:
             logger.warning("batch row %s stays ambiguous for now: %s", row.id, error)
             resolution = Resolution()
@@ -604,7 +614,7 @@ def _check_all(
             engine, client_for(row.list_id), row, now, stall_after, processing_stuck_after
         )
         found[kind].append(str(row.mailchimp_batch_id))
-    adopted, released, unresolved = _resolve_stale_postings(engine, client_for, now - posting_grace)
+    adopted, released, unresolved = _resolve_stale_postings(engine, client_for, now, posting_grace)
     return CheckReport(
         processed=tuple(found["processed"]),
         in_progress=tuple(found["waiting"] + found["stalled"]),

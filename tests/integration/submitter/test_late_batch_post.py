@@ -16,7 +16,7 @@ import pytest
 from submitter_support import Audience, batches, new_subscribers, rows, updates, utcnow
 
 from common.mailchimp import MailchimpClient, MailchimpTransientError
-from services.submitter.handlers import submit_updates
+from services.submitter.handlers import UNANSWERED_AFTER, submit_updates
 from sim.mailchimp import Simulator
 
 pytestmark = pytest.mark.integration
@@ -75,3 +75,23 @@ def test_a_batch_mailchimp_creates_after_the_post_timed_out_runs_its_operations_
     assert all(u.completed and u.error_response is None for u in updates(audience.engine))
     assert {r.sync_status for r in rows(audience.engine).values()} == {"ok"}
     assert {m["status"] for m in audience.members().values()} == {"subscribed"}
+
+
+def test_a_late_batch_is_adopted_as_soon_as_its_post_has_surely_ended(
+    audience: Audience, impatient: MailchimpClient
+) -> None:
+    new_subscribers(audience, 3)
+    fault = {"kind": "latency", "seconds": 1.0, "count": 1, "method": "POST"}
+    audience.control("POST", "/faults", json=fault | {"path_prefix": "/batches"})
+    with pytest.raises(MailchimpTransientError):
+        submit_updates(audience.engine, impatient, audience.list_id, utcnow())
+    time.sleep(1.5)
+    audience.wait_batches_finished()
+
+    early = audience.check()  # the POST may still be on its way: nothing is resolved
+    later = audience.check(now=utcnow() + UNANSWERED_AFTER)  # long before the posting grace
+
+    assert (early.adopted, early.released) == ((), ())
+    assert len(later.adopted) == 1 and later.released == ()
+    assert set(executed(audience.running.simulator).values()) == {1}
+    assert {r.sync_status for r in rows(audience.engine).values()} == {"ok"}
