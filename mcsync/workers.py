@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import signal
@@ -15,6 +16,7 @@ from dramatiq.middleware import Retries
 from common.actors import DeadLetterLog
 from common.broker import build_broker
 from common.messages import CheckBatches
+from common.periodic import Periodic
 from common.runtime import Runtime
 from common.settings import Settings
 from services.fetcher import actors as fetcher
@@ -32,25 +34,32 @@ SERVICES: dict[str, Callable[[Runtime], list[dramatiq.Actor[..., None]]]] = {
 
 @dataclass
 class Workers:
-    """A broker, a runtime and a dramatiq worker consuming the given services' queues."""
+    """A broker, a runtime and a dramatiq worker consuming the given services' queues, and
+    the process's periodic work (the batch poller, in a submitter)."""
 
     runtime: Runtime
     worker: dramatiq.Worker
     poll_seconds: float | None
-    _stop: threading.Event = field(default_factory=threading.Event)
+    periodic: list[Periodic] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.poll_seconds:
+            # Batch webhooks can be lost: look at unfinished batches now and then regardless.
+            poll = functools.partial(self.runtime.send, CheckBatches())
+            self.periodic.append(Periodic("batch poller", poll, self.poll_seconds))
 
     def start(self) -> None:
         self.worker.start()
-        if self.poll_seconds:
-            threading.Thread(target=self._poll_batches, name="batch-poller", daemon=True).start()
+        for work in self.periodic:
+            work.start()
 
-    def _poll_batches(self) -> None:
-        # Batch webhooks can be lost: look at unfinished batches now and then regardless.
-        while not self._stop.wait(self.poll_seconds):
-            self.runtime.send(CheckBatches())
+    def healthy(self) -> bool:
+        """Every periodic work of the process ran the last time it tried."""
+        return all(work.healthy for work in self.periodic)
 
     def stop(self) -> None:
-        self._stop.set()
+        for work in self.periodic:
+            work.stop()
         self.worker.stop()
         self.runtime.broker.close()
         self.runtime.close()

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from common.db import inbox
 from common.messages import SyncMember
+from common.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,9 @@ def _send_or_unpublish(engine: sa.Engine, send: Send, ids: list[int]) -> None:
 
 
 class Relay:
-    """A daemon thread running ``publish_pending`` every ``every_seconds`` until stopped."""
+    """``publish_pending`` every ``every_seconds`` on a thread of its own until stopped (a
+    first pass at once: leftovers from before a restart); an outage of the broker or the
+    database is logged once, and the pass tried again with backoff (``common.periodic``)."""
 
     def __init__(
         self,
@@ -98,49 +101,32 @@ class Relay:
     ) -> None:
         self.engine = engine
         self.send = send
-        self.every_seconds = every_seconds
         self.grace = timedelta(seconds=grace_seconds)
         self.redeliver_after = timedelta(seconds=redeliver_seconds)
         self.clock = clock
         self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.periodic = Periodic("webhook relay", self.publish, every_seconds, at_once=True)
 
     def start(self) -> None:
-        """Start the thread (a first pass runs at once: leftovers from before a restart)."""
-        if self._thread is not None:
-            raise RuntimeError("relay already started")
         self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="webhook-relay", daemon=True)
-        self._thread.start()
+        self.periodic.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop after the page in hand (if any); wait for the thread up to ``timeout``."""
         self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self.periodic.stop(timeout)
 
-    def run_once(self) -> int:
-        """One pass now; failures (broker or database down) are logged and retried later."""
-        try:
-            published = publish_pending(
-                self.engine,
-                self.send,
-                self.clock(),
-                self.grace,
-                stopping=self._stopping,
-                redeliver_after=self.redeliver_after,
-            )
-        except Exception:  # the next pass retries; the events wait safely in the inbox
-            log.warning(
-                "webhook relay pass failed; retrying in %ss", self.every_seconds, exc_info=True
-            )
-            return 0
+    def publish(self) -> int:
+        """One pass now; raises when the broker or the database fails (the events wait
+        safely in the inbox for the next pass)."""
+        published = publish_pending(
+            self.engine,
+            self.send,
+            self.clock(),
+            self.grace,
+            stopping=self._stopping,
+            redeliver_after=self.redeliver_after,
+        )
         if published:
             log.info("webhook relay published %d event(s)", published)
         return published
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            self.run_once()
-            self._stopping.wait(self.every_seconds)

@@ -173,8 +173,8 @@ def test_the_relay_thread_publishes_survives_a_broker_outage_and_stops_promptly(
 
 
 def test_a_relay_with_a_long_period_still_stops_at_once() -> None:
-    relay = Relay(sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none"), Recorder())
-    relay.every_seconds = 60
+    nowhere = sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    relay = Relay(nowhere, Recorder(), every_seconds=60)
     relay.start()
     time.sleep(0.05)
     started = time.monotonic()

@@ -1,0 +1,111 @@
+"""Periodic work on a thread of its own that outlives the outages of what it talks to.
+
+The batch poller, the webhook relay and the schedule each do a small piece of work every so
+often. A failure never ends the thread: the work is tried again with a growing pause (up to
+``max_backoff_seconds``), the outage is logged once when it starts and once when it ends,
+and ``healthy`` says whether the last try worked, for a readiness probe.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from common.outages import outage
+
+log = logging.getLogger(__name__)
+
+
+class Periodic:
+    """Run ``work`` every ``every_seconds`` on a daemon thread named ``name`` until stopped;
+    the first run comes at once when ``at_once``, else after one period."""
+
+    def __init__(
+        self,
+        name: str,
+        work: Callable[[], object],
+        every_seconds: float,
+        max_backoff_seconds: float = 60.0,
+        at_once: bool = False,
+    ) -> None:
+        self.name = name
+        self.work = work
+        self.every_seconds = every_seconds
+        self.max_backoff_seconds = max(max_backoff_seconds, every_seconds)
+        self.at_once = at_once
+        self.failures = 0
+        self.failing_since: float | None = None  # time.monotonic() of the outage's first try
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """The last try worked (or none failed yet)."""
+        return self.failing_since is None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError(f"{self.name} already started")
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the try in hand (if any); wait for the thread up to ``timeout``."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def run_once(self) -> bool:
+        """One try now; returns whether it worked. Never raises."""
+        try:
+            self.work()
+        except Exception as error:  # the thread must outlive any failure: tried again later
+            self._failed(error)
+            return False
+        self._worked()
+        return True
+
+    def pause(self) -> float:
+        """Seconds until the next try: the period, doubled after each failure in a row."""
+        if not self.failures:
+            return self.every_seconds
+        backoff: float = self.every_seconds * 2.0 ** (self.failures - 1)
+        return min(backoff, self.max_backoff_seconds)
+
+    def _run(self) -> None:
+        if not self.at_once:
+            self._stopping.wait(self.every_seconds)
+        while not self._stopping.is_set():
+            self.run_once()
+            self._stopping.wait(self.pause())
+
+    def _failed(self, error: Exception) -> None:
+        self.failures += 1
+        if self.failing_since is not None:
+            log.debug("%s still failing (%d tries): %s", self.name, self.failures, error)
+            return
+        self.failing_since = time.monotonic()
+        what = outage(error)
+        reason = f"{what} does not answer ({error})" if what else str(error) or repr(error)
+        log.warning(
+            "%s failed: %s; trying again with backoff, logged again once it works",
+            self.name,
+            reason,
+            exc_info=what is None,  # a bug keeps its traceback; an outage is one line
+        )
+
+    def _worked(self) -> None:
+        if self.failing_since is not None:
+            lasted = time.monotonic() - self.failing_since
+            log.info(
+                "%s works again, after %d failed tries over %.0f s",
+                self.name,
+                self.failures,
+                lasted,
+            )
+        self.failures = 0
+        self.failing_since = None
