@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import types
+import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self, Union, get_args, get_origin, get_type_hints
 
 FETCHER = "fetcher"
@@ -67,7 +68,10 @@ def _matches(value: object, hint: object) -> bool:
 
 @dataclass(frozen=True)
 class StartSync(Message):
-    """Start (or resume) a sync of one audience: the seed's ``fetchandreconcile`` parameters."""
+    """Start (or resume) a sync of one audience: the seed's ``fetchandreconcile`` parameters.
+
+    ``trigger_id`` tells this trigger from any other (a new one for every message made): the
+    run it starts keeps it, so the same message delivered again carries on that run."""
 
     queue: ClassVar[str] = FETCHER
     actor: ClassVar[str] = "start_sync"
@@ -78,6 +82,7 @@ class StartSync(Message):
     stop_on: str | None = None
     force_restart: bool = False
     with_data: bool = False
+    trigger_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ class RunParams:
     max_time: int = 300
     stop_on: str | None = None
     with_data: bool = False
+    trigger_id: str = ""  # the StartSync that started or last resumed the run
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -42,6 +43,7 @@ class RunParams:
             "max_time": self.max_time,
             "stop_on": self.stop_on,
             "with_data": self.with_data,
+            "trigger_id": self.trigger_id,
         }
 
     @classmethod
@@ -175,6 +177,7 @@ def resume(conn: sa.Connection, state: RunState, params: RunParams, now: datetim
         max_time=params.max_time,
         stop_on=params.stop_on,
         with_data=state.params.with_data or params.with_data,
+        trigger_id=params.trigger_id,
     )
     return _set(
         conn,

@@ -49,7 +49,9 @@ def validate(message: StartSync) -> RunParams:
     parse_max_time(message.max_time)
     if message.since and message.since != "ever":
         parse_since(message.since)
-    return RunParams(message.since, message.max_time, message.stop_on, message.with_data)
+    return RunParams(
+        message.since, message.max_time, message.stop_on, message.with_data, message.trigger_id
+    )
 
 
 def start_sync(deps: Deps, message: StartSync) -> list[Message]:
@@ -77,6 +79,8 @@ def _begin(
         log.warning("audience %s has no sync connection; ignored", message.list_id)
         return []
     state = runs.lock(conn, message.list_id)
+    if state.active and state.params.trigger_id == message.trigger_id:
+        return _carry_on(conn, connection, state, now)
     if message.force_restart:
         state = runs.reset(conn, message.list_id, now)
     if state.active and not state.stale(now, stale_after):
@@ -105,6 +109,27 @@ def _resume(
     runs.log(conn, state.list_id, f"resuming a run {why} at {state.stage}", now)
     if state.stage is not FETCH:
         return messages_for(state)
+    return _fetch_from(conn, connection, state, now)
+
+
+def _carry_on(
+    conn: sa.Connection, connection: SyncConnection, state: RunState, now: datetime
+) -> list[Message] | ToPlan:
+    """The trigger that started the active run, delivered again (its worker died, or it
+    failed and is retried): the fetch goes on from where it stands; a run past its fetch
+    was started by it in full, and its own messages carry it on."""
+    runs.log(conn, state.list_id, f"trigger delivered again: its run goes on at {state.stage}", now)
+    if state.stage is not FETCH:
+        return []
+    return _fetch_from(conn, connection, state, now)
+
+
+def _fetch_from(
+    conn: sa.Connection, connection: SyncConnection, state: RunState, now: datetime
+) -> list[Message] | ToPlan:
+    """The fetch of the (locked) run from where it stands: its pages still to fetch, the
+    next stage when all are fetched, or the pages to plan when none was planned."""
+    assert state.run_id is not None
     pending = runs.pages_of(conn, state.list_id, state.run_id, fetched=False)
     if pending:
         return _page_messages(state, pending)
