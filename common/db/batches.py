@@ -14,7 +14,8 @@ change, never one per update row). The life of a batch row (``civicrm_mailchimps
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -308,6 +309,32 @@ def unlock_polling(conn: sa.Connection) -> None:
     conn.execute(sa.text(f"SELECT pg_advisory_unlock({_POLL_LOCK})"))
 
 
+@contextmanager
+def processing_turn(engine: sa.Engine, batch_row_id: int) -> Iterator[bool]:
+    """Hold the batch's processing turn while the block runs; True when it was free, False
+    when a live worker holds it. A session-level advisory lock on a connection of its own
+    (autocommit: no transaction open during the calls to Mailchimp), released at the end of
+    the block, or by Postgres when its holder dies and its connection closes: a turn left by
+    a killed worker is free at once, one held by a live worker never is."""
+    params = {"id": batch_row_id}
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        taken = bool(conn.execute(_TRY_PROCESSING_TURN, params).scalar_one())
+        try:
+            yield taken
+        finally:
+            if taken:
+                try:
+                    conn.execute(_END_PROCESSING_TURN, params)
+                except Exception:
+                    conn.invalidate()  # never back to the pool still holding the lock
+                    raise
+
+
+_PROCESSING_TURN = "hashtext('mailchimpsync-process'), CAST(:id % 2147483647 AS integer)"
+_TRY_PROCESSING_TURN = sa.text(f"SELECT pg_try_advisory_lock({_PROCESSING_TURN})")
+_END_PROCESSING_TURN = sa.text(f"SELECT pg_advisory_unlock({_PROCESSING_TURN})")
+
+
 def get_batch_row(conn: sa.Connection, batch_row_id: int) -> BatchRow:
     return BatchRow(*conn.execute(_batch_rows().where(batch.c.id == batch_row_id)).one())
 
@@ -365,10 +392,9 @@ def record_check(
 def claim_processing(
     conn: sa.Connection, batch_row_id: int, state: MailchimpBatchState, allowed: Collection[int]
 ) -> bool:
-    """Compare-and-set ``response_processed`` from one of ``allowed`` to 1 (processing).
-
-    ``completed_at`` is written at the same time: the poller treats a batch at 1 whose
-    ``completed_at`` is old as a crashed processing (redoing it is harmless, see handlers).
+    """Compare-and-set ``response_processed`` from one of ``allowed`` to 1 (processing),
+    in the batch's ``processing_turn``: a batch found at 1 then was left by a processing that
+    died (redoing it is harmless, see handlers). ``completed_at`` is written at the same time.
     """
     statement = (
         sa.update(batch)

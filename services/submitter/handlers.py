@@ -32,12 +32,14 @@ act. The worker whose POST went unanswered tries to adopt at once (a batch alrea
 never to release; the poller resolves the rows past the grace. A POST that surely created
 nothing (a 4xx, a 429, no connection made) releases its row at once.
 
-Results are applied idempotently: ``response_processed`` 0 -> 1 by compare-and-set (``force``
-also takes 1 and 2), the archive is downloaded with no transaction open, then one
-transaction locks the batch row, completes only updates still open (``WHERE NOT
-completed``), applies the row changes and retries for exactly those, and sets 2. A crash
-leaves the batch at 1; ``check_batches`` redoes batches at 1 whose ``completed_at`` is older
-than a few minutes. Running that next to a live processing is harmless for the same reason.
+Results are applied idempotently, in the batch's *processing turn* (a session advisory lock,
+held from the claim to the end, which Postgres frees when its holder's connection closes):
+``response_processed`` 0 -> 1 by compare-and-set (``force`` also takes 2), the archive is
+downloaded with no transaction open, then one transaction locks the batch row, completes
+only updates still open (``WHERE NOT completed``), applies the row changes and retries for
+exactly those, and sets 2. A worker killed midway leaves the batch at 1 and its turn free:
+the next to take the turn (the redelivered message, the poller) finds it at 1 and redoes
+it at once; a live processing's turn is taken, and nobody else reads the batch meanwhile.
 
 Known limit: Mailchimp keeps batches for about 7 days; a *posting* row must be resolved
 before then (``check_batches`` runs every few minutes), or its batch could not be found.
@@ -91,7 +93,6 @@ it is looked for (and adopted) from then on, by submissions and the poller."""
 CLOCK_SLACK = timedelta(minutes=5)
 """Tolerated difference between our clock and Mailchimp's when listing batches."""
 STALL_AFTER = timedelta(hours=1)
-PROCESSING_STUCK_AFTER = timedelta(minutes=5)
 DOWNLOAD_TIMEOUT = 120.0
 _PAGE = 1000
 
@@ -110,7 +111,8 @@ class SubmitReport:
 
 @dataclass(frozen=True)
 class ProcessReport:
-    """``outcome``: ignored (not ours), not_finished, already_processed, processed."""
+    """``outcome``: ignored (not ours), not_finished, being_processed (by a live worker),
+    already_processed, processed."""
 
     mailchimp_batch_id: str
     outcome: str
@@ -408,30 +410,37 @@ def process_batch(
 ) -> ProcessReport:
     """Apply a finished batch's results once (``force``: again; it changes nothing more).
 
-    Consumes a batch id from a webhook or the poller; re-reads the batch from the API.
+    Consumes a batch id from a webhook or the poller; re-reads the batch from the API. A
+    processing left unfinished by a worker that died is taken over at once; one a live
+    worker is doing is left to it (``being_processed``).
     """
     with engine.connect() as conn:
         row = sql.find_batch(conn, mailchimp_batch_id)
     if row is None:
         return ProcessReport(mailchimp_batch_id, "ignored")
-    allowed = set(ResponseProcessed) if force else {ResponseProcessed.NOT_RECEIVED}
-    return _process(engine, client, row, allowed)
+    with sql.processing_turn(engine, row.id) as mine:
+        if not mine:
+            return ProcessReport(mailchimp_batch_id, "being_processed")
+        return _process(engine, client, row, force)
 
 
 def _process(
     engine: sa.Engine,
     client: MailchimpClient,
     row: sql.BatchRow,
-    allowed: set[ResponseProcessed],
+    force: bool,
     read: tuple[sql.MailchimpBatchState, str] | None = None,
 ) -> ProcessReport:
-    """``read``: the batch as the caller has just read it from the API (else read here)."""
+    """In the batch's processing turn. ``read``: the batch as the caller has just read it
+    from the API (else read here)."""
     batch_id = str(row.mailchimp_batch_id)
     state, url = read or _fetch_batch(client, batch_id)
     if state.status != BatchStatus.FINISHED:
         with engine.begin() as conn:
             sql.record_check(conn, row.id, state, datetime.now(UTC))
         return ProcessReport(batch_id, "not_finished")
+    # In our turn, a batch at 1 (processing) was left so by a processing that died.
+    allowed = set(ResponseProcessed) if force else {NOT_RECEIVED, ResponseProcessed.PROCESSING}
     with engine.begin() as conn:
         if not sql.claim_processing(conn, row.id, state, [int(a) for a in allowed]):
             return ProcessReport(batch_id, "already_processed")
@@ -444,6 +453,9 @@ def _process(
         _log_unknown(conn, row, results, sql.update_ids_of_batch(conn, row.id))
         sql.finish_processing(conn, row.id, state)
     return ProcessReport(batch_id, "processed", *plan.counts())
+
+
+NOT_RECEIVED = ResponseProcessed.NOT_RECEIVED
 
 
 UNKNOWN_LISTED = 10  # unknown results named one per line; the rest of a batch's are counted
@@ -567,13 +579,13 @@ def check_batches(
     client_for: Callable[[str], MailchimpClient],
     now: datetime,
     stall_after: timedelta = STALL_AFTER,
-    processing_stuck_after: timedelta = PROCESSING_STUCK_AFTER,
     posting_grace: timedelta = POSTING_GRACE,
 ) -> CheckReport:
     """Poll our unprocessed batches (webhooks can be lost) and resolve ambiguous posts.
 
     ``client_for(list_id)`` gives the client of the audience's account. Finished batches are
-    processed here; a crashed processing (stuck at 1) is redone; a batch that has not
+    processed here, and a processing left by a dead worker (at 1) redone; one a live worker
+    is doing is not read (``processing_turn``); a batch that has not
     progressed for ``stall_after`` is logged in the audience's status log each time it is read
     (at most every ``polling.MAX_CHECK_INTERVAL``) and kept; a batch Mailchimp no longer knows
     is logged and aborted, its rows back to ``todo``. A batch that has not moved lately is
@@ -587,9 +599,7 @@ def check_batches(
         if not sql.try_lock_polling(turn):
             return CheckReport(skipped=True)
         try:
-            return _check_all(
-                engine, client_for, now, stall_after, processing_stuck_after, posting_grace
-            )
+            return _check_all(engine, client_for, now, stall_after, posting_grace)
         finally:
             sql.unlock_polling(turn)
 
@@ -599,7 +609,6 @@ def _check_all(
     client_for: Callable[[str], MailchimpClient],
     now: datetime,
     stall_after: timedelta,
-    processing_stuck_after: timedelta,
     posting_grace: timedelta,
 ) -> CheckReport:
     with engine.connect() as conn:
@@ -610,9 +619,7 @@ def _check_all(
     for row in rows:
         (due if due_for_check(row, now) else backed_off).append(row)
     for row in due:
-        kind = _check_safely(
-            engine, client_for(row.list_id), row, now, stall_after, processing_stuck_after
-        )
+        kind = _check_safely(engine, client_for(row.list_id), row, now, stall_after)
         found[kind].append(str(row.mailchimp_batch_id))
     adopted, released, unresolved = _resolve_stale_postings(engine, client_for, now, posting_grace)
     return CheckReport(
@@ -633,11 +640,10 @@ def _check_safely(
     row: sql.BatchRow,
     now: datetime,
     stall_after: timedelta,
-    processing_stuck_after: timedelta,
 ) -> str:
     """One batch's check; a failure is logged for the audience and retried next check."""
     try:
-        return _check_one(engine, client, row, now, stall_after, processing_stuck_after)
+        return _check_one(engine, client, row, now, stall_after)
     except (MailchimpTransientError, requests.RequestException, ResultArchiveError) as error:
         message = f"checking Mailchimp batch {row.mailchimp_batch_id} failed ({error}); will retry"
         logger.warning(message)
@@ -652,48 +658,26 @@ def _check_one(
     row: sql.BatchRow,
     now: datetime,
     stall_after: timedelta,
-    processing_stuck_after: timedelta,
 ) -> str:
     batch_id = str(row.mailchimp_batch_id)
-    if _being_processed(row, now, processing_stuck_after):
-        return "waiting"  # finished, and a worker is applying its results: nothing to read
-    try:
-        state, url = _fetch_batch(client, batch_id)
-    except MailchimpError as error:
-        if error.status != 404:
-            raise
-        return _lost(engine, row, now)
-    if state.status == BatchStatus.FINISHED:
-        return _process_polled(engine, client, row, (state, url))
+    with sql.processing_turn(engine, row.id) as mine:
+        if not mine:
+            return "waiting"  # finished, and a worker is applying its results: nothing to read
+        try:
+            state, url = _fetch_batch(client, batch_id)
+        except MailchimpError as error:
+            if error.status != 404:
+                raise
+            return _lost(engine, row, now)
+        if state.status == BatchStatus.FINISHED:
+            report = _process(engine, client, row, False, (state, url))
+            return "processed" if report.outcome == "processed" else "waiting"
     not_moving = stalled(row, state, now, stall_after)
     with engine.begin() as conn:
         sql.record_check(conn, row.id, state, now)
         if not_moving:
             runs.log(conn, row.list_id, _stall_message(batch_id, state, row), now)
     return "stalled" if not_moving else "waiting"
-
-
-def _being_processed(row: sql.BatchRow, now: datetime, stuck_after: timedelta) -> bool:
-    """Claimed for processing (1) less than ``stuck_after`` ago; older, it crashed."""
-    started = row.completed_at  # Mailchimp's, written when the processing was claimed
-    return (
-        row.response_processed == ResponseProcessed.PROCESSING
-        and started is not None
-        and now - started < stuck_after
-    )
-
-
-def _process_polled(
-    engine: sa.Engine,
-    client: MailchimpClient,
-    row: sql.BatchRow,
-    read: tuple[sql.MailchimpBatchState, str],
-) -> str:
-    """Process a finished batch the poller read; one whose processing crashed is redone."""
-    redo = row.response_processed == ResponseProcessed.PROCESSING
-    allowed = {ResponseProcessed.PROCESSING if redo else ResponseProcessed.NOT_RECEIVED}
-    report = _process(engine, client, row, allowed, read)
-    return "processed" if report.outcome == "processed" else "waiting"
 
 
 def _stall_message(batch_id: str, state: sql.MailchimpBatchState, row: sql.BatchRow) -> str:

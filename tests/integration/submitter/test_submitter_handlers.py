@@ -25,6 +25,7 @@ from common.db import config, crm, runs
 from common.db.batches import (
     count_unsubmitted,
     lists_with_open_batches,
+    processing_turn,
     try_lock_polling,
     unlock_polling,
 )
@@ -415,24 +416,47 @@ def test_the_poller_processes_a_batch_whose_webhook_never_came(audience: Audienc
     assert done.completed_at is not None
 
 
-def test_a_processing_killed_midway_is_redone_by_the_poller(audience: Audience) -> None:
+def _killed_midway(audience: Audience) -> str:
+    """A batch whose processing was claimed, then its worker killed; its Mailchimp id."""
     new_subscribers(audience, 3)
     submit_updates(audience.engine, audience.client, audience.list_id, utcnow())
     (listed,) = audience.wait_batches_finished()
-    with audience.engine.begin() as conn:  # claimed for processing, then the kill
+    with audience.engine.begin() as conn:
         conn.execute(sa.update(batch).values(response_processed=1, completed_at=utcnow()))
+    return str(listed["id"])
 
-    soon = audience.check()
-    assert "GET /batches/{batch_id}" not in audience.requests_seen()["counts"]  # not read
-    assert (
-        soon.processed == ()
-        and process_batch(audience.engine, audience.client, listed["id"]).outcome
-        == "already_processed"
-    )
-    later = audience.check(utcnow() + timedelta(minutes=10))
 
-    assert later.processed == (listed["id"],)
+def test_a_processing_killed_midway_is_taken_over_at_once_by_the_redelivered_message(
+    audience: Audience,
+) -> None:
+    batch_id = _killed_midway(audience)
+
+    report = process_batch(audience.engine, audience.client, batch_id)
+
+    assert (report.outcome, report.succeeded) == ("processed", 3)
     assert {r.sync_status for r in rows(audience.engine).values()} == {"ok"}
+
+
+def test_a_processing_killed_midway_is_taken_over_at_once_by_the_poller(
+    audience: Audience,
+) -> None:
+    batch_id = _killed_midway(audience)
+
+    assert audience.check().processed == (batch_id,)
+    assert {r.sync_status for r in rows(audience.engine).values()} == {"ok"}
+
+
+def test_a_batch_a_live_worker_is_processing_is_left_to_it(audience: Audience) -> None:
+    batch_id = _killed_midway(audience)
+    (row,) = batches(audience.engine)
+    with processing_turn(audience.engine, row.id) as mine:  # the live worker's turn
+        assert mine
+        report = process_batch(audience.engine, audience.client, batch_id)
+        check = audience.check()
+
+    assert report.outcome == "being_processed"
+    assert check.processed == () and check.in_progress == (batch_id,)
+    assert "GET /batches/{batch_id}" not in audience.requests_seen()["counts"]  # not read
 
 
 def _fail_next_post(audience: Audience, status: int) -> None:
