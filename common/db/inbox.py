@@ -1,9 +1,11 @@
-"""SQL for the webhook inbox: audience events kept from receipt until the reconciler acts.
+"""SQL for the webhook inbox: webhook events kept from receipt until they are acted on.
 
 The webhooks service records an event and commits before it answers Mailchimp, then
-publishes ``SyncMember``; a relay republishes whatever stayed unpublished (broker down).
-The reconciler claims an event once (``processed_at``), so a message delivered twice acts
-once.
+publishes its message; a relay republishes whatever stayed unpublished (broker down). An
+audience event's message is ``SyncMember``, and the reconciler claims the event once
+(``processed_at``), so a message delivered twice acts once. A batch event's message is
+``ProcessBatch`` (applying results is idempotent, and the poller backs it up): the event
+is done once that is sent.
 
 Publishers note ``published_at`` *before* sending and commit, and undo the note if sending
 fails: a row write after the send could hold the row's lock just when the reconciler's
@@ -15,11 +17,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
 from common.db.schema import connection, webhook_event, webhook_secret
+
+BATCH_COMPLETED = "batch_completed"
+"""The event type of a batch webhook (``batch_operation_completed``); audience events are
+typed by their own names (``subscribe``, ...)."""
+
+
+class Taken(NamedTuple):
+    """An event taken for publishing: its id, type and data."""
+
+    id: int
+    event_type: str
+    data: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -94,11 +108,15 @@ def _unprocessed(conn: sa.Connection, event_id: int, lock: bool) -> InboxEvent |
     return InboxEvent(row.id, row.mailchimp_list_id, row.event_type, row.data, row.received_at)
 
 
-def finish(conn: sa.Connection, event_id: int, outcome: str, now: datetime) -> None:
-    """Mark a claimed event processed, with a line saying what came of it."""
+def finish(conn: sa.Connection, event_id: int | Sequence[int], outcome: str, now: datetime) -> None:
+    """Mark claimed events (one id or several) processed, with a line saying what came of
+    it."""
+    ids = [event_id] if isinstance(event_id, int) else list(event_id)
+    if not ids:
+        return
     conn.execute(
         sa.update(webhook_event)
-        .where(webhook_event.c.id == event_id)
+        .where(webhook_event.c.id.in_(ids))
         .values(
             processed_at=now,
             outcome=outcome,
@@ -109,10 +127,10 @@ def finish(conn: sa.Connection, event_id: int, outcome: str, now: datetime) -> N
 
 def take_unpublished(
     conn: sa.Connection, received_before: datetime, limit: int, now: datetime
-) -> list[int]:
+) -> list[Taken]:
     """Mark published (as of ``now``) up to ``limit`` events never published that arrived
     before ``received_before``, oldest first, skipping rows another transaction holds; return
-    their ids. The caller commits, then sends, and calls ``unpublish`` if sending fails."""
+    them. The caller commits, then sends, and calls ``unpublish`` if sending fails."""
     due = (
         sa.select(webhook_event.c.id)
         .where(webhook_event.c.published_at.is_(None))
@@ -123,7 +141,7 @@ def take_unpublished(
 
 def take_stale(
     conn: sa.Connection, published_before: datetime, limit: int, now: datetime
-) -> list[int]:
+) -> list[Taken]:
     """Like ``take_unpublished``, for events published before ``published_before`` and still
     not acted on: their message was lost (a publisher died between commit and send)."""
     due = (
@@ -134,15 +152,17 @@ def take_stale(
     return _take(conn, due, limit, now)
 
 
-def _take(conn: sa.Connection, due: sa.Select[tuple[int]], limit: int, now: datetime) -> list[int]:
+def _take(
+    conn: sa.Connection, due: sa.Select[tuple[int]], limit: int, now: datetime
+) -> list[Taken]:
     chosen = due.order_by(webhook_event.c.id).limit(limit).with_for_update(skip_locked=True)
     statement = (
         sa.update(webhook_event)
         .where(webhook_event.c.id.in_(chosen.scalar_subquery()))
         .values(published_at=now)
-        .returning(webhook_event.c.id)
+        .returning(webhook_event.c.id, webhook_event.c.event_type, webhook_event.c.data)
     )
-    return sorted(conn.execute(statement).scalars())
+    return sorted(Taken(*row) for row in conn.execute(statement))
 
 
 def unpublish(conn: sa.Connection, event_ids: Sequence[int]) -> None:

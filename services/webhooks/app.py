@@ -1,10 +1,11 @@
 """The HTTP edge for Mailchimp's webhooks: check the secret, parse, store or enqueue, answer fast.
 
 ``GET|POST /mailchimp/batch-webhook?secret=...``: Mailchimp calls it when any batch of the
-account finishes. The answer is 200 as soon as ``ProcessBatch`` is enqueued; the submitter
-re-reads the batch from the API (never trusting the posted URL) and ignores batches that
-are not ours. Batch ids are enqueued even when we do not know them yet: the webhook can
-beat the commit that records a batch we just posted, and the submitter's poller covers it.
+account finishes. The event is stored in the inbox and committed before the 200, and
+``ProcessBatch`` sent after the answer (by the relay while the broker is down); the
+submitter re-reads the batch from the API (never trusting the posted URL) and ignores
+batches that are not ours. Batch ids are sent even when we do not know them yet: the
+webhook can beat the commit that records a batch we just posted, and the poller covers it.
 
 ``GET|POST /mailchimp/webhook?secret=...``: an audience's member events. The secret must
 belong to the account whose sync connection covers the audience (401 otherwise). An event
@@ -33,7 +34,8 @@ from starlette.concurrency import run_in_threadpool
 
 from common.audience_events import AudienceEvent
 from common.db import inbox
-from common.messages import Message, ProcessBatch, SyncMember
+from common.messages import Message
+from common.outages import outage
 from common.webhook_urls import AUDIENCE_WEBHOOK_PATH, BATCH_WEBHOOK_PATH
 from services.webhooks.parse import (
     MAX_BODY_BYTES,
@@ -44,6 +46,7 @@ from services.webhooks.parse import (
     parse_audience_webhook,
     parse_batch_webhook,
 )
+from services.webhooks.relay import SENT, done_when_sent, message_of
 
 __all__ = ["AUDIENCE_WEBHOOK_PATH", "BATCH_WEBHOOK_PATH", "Deps", "create_app", "create_router"]
 
@@ -97,28 +100,31 @@ def create_router(deps: Deps) -> APIRouter:
     async def batch_webhook(request: Request) -> JSONResponse:
         try:
             await run_in_threadpool(check_secret, deps.engine, request.query_params.get("secret"))
-            await _handle_batch_webhook(request, deps.send)
+            stored = await _accept_batch_webhook(request, deps)
         except Unauthorized:
             log.warning("batch webhook refused: missing or unknown secret")
             return JSONResponse(UNAUTHORIZED, status_code=401)
         except PayloadError as error:
             return _refused("batch", error)
-        return JSONResponse({"ok": True})
+        if stored is None:
+            return JSONResponse({"ok": True})
+        publishing = BackgroundTask(_publish_later, deps, stored, publishers)
+        return JSONResponse({"ok": True}, background=publishing)
 
     @router.api_route(AUDIENCE_WEBHOOK_PATH, methods=["GET", "POST"])
     async def audience_webhook(request: Request) -> JSONResponse:
         parsed = await _parse_audience_request(request)
         secret = request.query_params.get("secret")
         try:
-            event_id = await run_in_threadpool(accept, deps, secret, parsed)
+            stored = await run_in_threadpool(accept, deps, secret, parsed)
         except Unauthorized:
             log.warning("audience webhook refused: missing or unknown secret")
             return JSONResponse(UNAUTHORIZED, status_code=401)
         except PayloadError as error:
             return _refused("audience", error)
-        if event_id is None:
+        if stored is None:
             return JSONResponse({"ok": True})
-        publishing = BackgroundTask(_publish_later, deps, event_id, publishers)
+        publishing = BackgroundTask(_publish_later, deps, stored, publishers)
         return JSONResponse({"ok": True}, background=publishing)
 
     return router
@@ -158,13 +164,23 @@ def _accounts_of(given: str | None, stored: Iterable[tuple[str, int]]) -> frozen
 # --- batch webhook ---------------------------------------------------------------------------
 
 
-async def _handle_batch_webhook(request: Request, send: Sender) -> None:
+async def _accept_batch_webhook(request: Request, deps: Deps) -> inbox.Taken | None:
+    """Store a finished batch's event in the inbox (its ``ProcessBatch`` is sent after the
+    answer, or by the relay while the broker is down); None for a URL check."""
     if request.method == "GET":
-        return  # Mailchimp checking the URL
+        return None  # Mailchimp checking the URL
     event = parse_batch_webhook(await _read_form(request))
-    if isinstance(event, BatchCompleted):
-        await run_in_threadpool(send, ProcessBatch(mailchimp_batch_id=event.batch_id))
-        log.info("batch %s finished: ProcessBatch enqueued", event.batch_id)
+    if not isinstance(event, BatchCompleted):
+        return None
+    return await run_in_threadpool(_store_batch, deps, event)
+
+
+def _store_batch(deps: Deps, event: BatchCompleted) -> inbox.Taken:
+    data = {"batch_id": event.batch_id}
+    with deps.engine.begin() as conn:
+        event_id = inbox.record(conn, "", inbox.BATCH_COMPLETED, data, deps.clock())
+    log.info("batch %s finished: stored as event %d", event.batch_id, event_id)
+    return inbox.Taken(event_id, inbox.BATCH_COMPLETED, data)
 
 
 # --- audience webhook ------------------------------------------------------------------------
@@ -181,9 +197,11 @@ async def _parse_audience_request(request: Request) -> AudienceWebhook | Payload
         return error
 
 
-def accept(deps: Deps, secret: str | None, parsed: AudienceWebhook | PayloadError) -> int | None:
+def accept(
+    deps: Deps, secret: str | None, parsed: AudienceWebhook | PayloadError
+) -> inbox.Taken | None:
     """Check the secret, then store a member event in the inbox (noted as published: the
-    caller sends ``SyncMember`` next) and commit; return its id.
+    caller sends ``SyncMember`` next) and commit; return it.
 
     None when there is nothing to store: a URL check, ``campaign``, or an audience without
     a sync connection. One short transaction: the secrets, the audience's account, the insert.
@@ -201,7 +219,7 @@ def accept(deps: Deps, secret: str | None, parsed: AudienceWebhook | PayloadErro
 
 def _store(
     conn: sa.Connection, accounts: frozenset[int], event: AudienceEvent, now: datetime
-) -> int | None:
+) -> inbox.Taken | None:
     owner = inbox.audience_account(conn, event.list_id)
     if owner is None:
         log.info("%s for audience %s ignored: not synced", event.type, event.list_id)
@@ -212,27 +230,41 @@ def _store(
             "%s for audience %s refused: another account's secret", event.type, event.list_id
         )
         raise Unauthorized
-    event_id = inbox.record(conn, event.list_id, event.type.value, event.to_json(), now)
+    data = event.to_json()
+    event_id = inbox.record(conn, event.list_id, event.type.value, data, now)
     log.info("%s for audience %s stored as event %d", event.type, event.list_id, event_id)
-    return event_id
+    return inbox.Taken(event_id, event.type.value, data)
 
 
-async def _publish_later(deps: Deps, event_id: int, publishers: anyio.CapacityLimiter) -> None:
-    await anyio.to_thread.run_sync(publish, deps, event_id, limiter=publishers)
+async def _publish_later(
+    deps: Deps, stored: inbox.Taken, publishers: anyio.CapacityLimiter
+) -> None:
+    await anyio.to_thread.run_sync(publish, deps, stored, limiter=publishers)
 
 
-def publish(deps: Deps, event_id: int) -> None:
-    """Send ``SyncMember`` for a stored event (noted as published when stored); if that fails,
-    undo the note so the relay sends it later.
+def publish(deps: Deps, stored: inbox.Taken) -> None:
+    """Send the message of a stored event (noted as published when stored); if that fails,
+    undo the note so the relay sends it later. A batch event is then done with.
 
     Runs after the answer (a background task), so a slow or absent broker never delays it.
-    Nothing touches the row after a successful send (see ``common.db.inbox``).
+    Nothing touches an audience event's row after a successful send (``common.db.inbox``).
     """
+    event_id = stored.id
     try:
-        deps.send(SyncMember(event_id=event_id))
-    except Exception:  # any broker failure: the event is safe in the inbox
-        log.warning("SyncMember(%d) not sent; the relay will publish it", event_id, exc_info=True)
+        deps.send(message_of(*stored))
+    except Exception as error:  # any broker failure: the event is safe in the inbox
+        what = outage(error)
+        log.warning(
+            "event %d: message not sent (%s); the relay will publish it",
+            event_id,
+            f"{what} does not answer" if what else error,
+            exc_info=what is None,
+        )
         _unpublish(deps.engine, event_id)
+        return
+    if done_when_sent(stored.event_type):
+        with deps.engine.begin() as conn:
+            inbox.finish(conn, event_id, SENT, deps.clock())
 
 
 def _unpublish(engine: sa.Engine, event_id: int) -> None:

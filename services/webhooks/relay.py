@@ -1,7 +1,8 @@
-"""The relay: publish ``SyncMember`` for inbox events whose message never went out.
+"""The relay: publish the message of inbox events whose message never went out.
 
-The webhook answers once an event is committed and sends ``SyncMember`` afterwards; if the
-broker is down the event is left unpublished. A relay thread beside the app looks every few
+The webhook answers once an event is committed and sends its message afterwards
+(``SyncMember`` for an audience event, ``ProcessBatch`` for a batch one); if the broker is
+down the event is left unpublished. A relay thread beside the app looks every few
 seconds for events unpublished for longer than a grace period and publishes them, oldest
 first, a bounded page per transaction. It also resends events published long ago and still
 not acted on: their publisher may have died between its commit and its send.
@@ -17,13 +18,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
 from common.db import inbox
-from common.messages import SyncMember
+from common.messages import Message, ProcessBatch, SyncMember
 from common.periodic import Periodic
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,20 @@ GRACE = timedelta(seconds=10)
 # Longer than any queue backlog we expect: resending a message still queued is only waste.
 REDELIVER_AFTER = timedelta(hours=1)
 Send = Callable[..., None]
-Take = Callable[[sa.Connection, datetime, int, datetime], list[int]]
+Take = Callable[[sa.Connection, datetime, int, datetime], list[inbox.Taken]]
+SENT = "ProcessBatch enqueued"  # a batch event's outcome: the submitter does the rest
+
+
+def message_of(event_id: int, event_type: str, data: Mapping[str, Any]) -> Message:
+    """The message an inbox event stands for."""
+    if event_type == inbox.BATCH_COMPLETED:
+        return ProcessBatch(mailchimp_batch_id=str(data["batch_id"]))
+    return SyncMember(event_id=event_id)
+
+
+def done_when_sent(event_type: str) -> bool:
+    """A batch event is done once its message is out; an audience event once acted on."""
+    return event_type == inbox.BATCH_COMPLETED
 
 
 def publish_pending(
@@ -67,22 +82,28 @@ def _drain(
     sent = 0
     while stopping is None or not stopping.is_set():
         with engine.begin() as conn:
-            ids = take(conn, before, page_size, now)
-        if ids:
-            _send_or_unpublish(engine, send, ids)
-        sent += len(ids)
-        if len(ids) < page_size:
+            taken = take(conn, before, page_size, now)
+        if taken:
+            _send_or_unpublish(engine, send, taken, now)
+        sent += len(taken)
+        if len(taken) < page_size:
             break
     return sent
 
 
-def _send_or_unpublish(engine: sa.Engine, send: Send, ids: list[int]) -> None:
+def _send_or_unpublish(
+    engine: sa.Engine, send: Send, taken: list[inbox.Taken], now: datetime
+) -> None:
     try:
-        send(*[SyncMember(event_id=event_id) for event_id in ids])
+        send(*[message_of(*event) for event in taken])
     except BaseException:
         with engine.begin() as conn:
-            inbox.unpublish(conn, ids)
+            inbox.unpublish(conn, [event.id for event in taken])
         raise
+    done = [event.id for event in taken if done_when_sent(event.event_type)]
+    if done:
+        with engine.begin() as conn:
+            inbox.finish(conn, done, SENT, now)
 
 
 class Relay:

@@ -16,9 +16,9 @@ from webhooks_support import FORM, TestClient
 from common.audience_events import AudienceEvent, AudienceEventType
 from common.db import inbox
 from common.db.schema import webhook_event
-from common.messages import Message, SyncMember
-from services.webhooks.app import AUDIENCE_WEBHOOK_PATH, Deps, create_app
-from services.webhooks.relay import Relay, publish_pending
+from common.messages import Message, ProcessBatch, SyncMember
+from services.webhooks.app import AUDIENCE_WEBHOOK_PATH, BATCH_WEBHOOK_PATH, Deps, create_app
+from services.webhooks.relay import REDELIVER_AFTER, Relay, publish_pending
 
 pytestmark = pytest.mark.integration
 
@@ -180,3 +180,17 @@ def test_a_relay_with_a_long_period_still_stops_at_once() -> None:
     started = time.monotonic()
     relay.stop()
     assert time.monotonic() - started < 1
+
+
+def test_a_batch_webhook_while_the_broker_is_down_is_answered_and_published_once_it_is_back(
+    engine: sa.Engine,
+) -> None:
+    body = urlencode({"type": "batch_operation_completed", "data[id]": "8b2428d747"})
+    with TestClient(create_app(Deps(engine=engine, send=Recorder(down=True)))) as client:
+        reply = client.post(f"{BATCH_WEBHOOK_PATH}?secret={SECRET}", content=body, headers=FORM)
+    assert (reply.status_code, reply.json()) == (200, {"ok": True})
+
+    sent = Recorder()
+    assert publish_pending(engine, sent, _now() + LATER) == 1
+    assert publish_pending(engine, sent, _now() + REDELIVER_AFTER + LATER) == 0  # done with
+    assert sent.messages == [ProcessBatch(mailchimp_batch_id="8b2428d747")]
