@@ -10,6 +10,7 @@ Without Redis (the embedded default, one process) a semaphore per key does the s
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 import uuid
@@ -19,6 +20,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import redis
+
+REDIS_AWAY = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+log = logging.getLogger(__name__)
 
 
 class SlotTimeout(TimeoutError):
@@ -37,22 +41,39 @@ def lease_key(api_key: str) -> str:
 
 @dataclass
 class RedisConnectionLimiter:
-    """Leases in Redis, shared by every process that talks to the same Redis."""
+    """Leases in Redis, shared by every process that talks to the same Redis.
+
+    While Redis does not answer, each process holds the limit itself (``fallback``): the
+    outage is logged once, Redis is tried again every ``retry_after_seconds``, and a request
+    already under way is never failed for it (its lease, not given back, expires by itself).
+    """
 
     client: redis.Redis
     limit: int = 10
     lease_seconds: float = 180.0
     wait_seconds: float = 120.0
     poll_seconds: float = 0.02
+    retry_after_seconds: float = 5.0
+    fallback: LocalConnectionLimiter = field(init=False)
+    _away_since: float | None = field(default=None, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def __post_init__(self) -> None:
+        self.fallback = LocalConnectionLimiter(limit=self.limit, wait_seconds=self.wait_seconds)
 
     @contextmanager
     def slot(self, api_key: str) -> Iterator[None]:
         key, token = lease_key(api_key), uuid.uuid4().hex
-        deadline = time.monotonic() + self.wait_seconds
-        while not self._try_take(key, token):
-            if time.monotonic() >= deadline:
-                raise SlotTimeout(f"no Mailchimp connection slot free for {self.wait_seconds} s")
-            time.sleep(self.poll_seconds)
+        taken = False
+        if not self._away():
+            try:
+                taken = self._take(key, token)
+            except REDIS_AWAY as error:
+                self._went_away(error)
+        if not taken:
+            with self.fallback.slot(api_key):
+                yield
+            return
         try:
             yield
         finally:
@@ -61,6 +82,40 @@ class RedisConnectionLimiter:
     def in_use(self, api_key: str) -> int:
         key = lease_key(api_key)
         return int(self.client.zcount(key, self._now() - self.lease_seconds, "+inf"))
+
+    def _take(self, key: str, token: str) -> bool:
+        """True once a lease is taken; raises SlotTimeout, or what Redis raises."""
+        deadline = time.monotonic() + self.wait_seconds
+        while not self._try_take(key, token):
+            if time.monotonic() >= deadline:
+                raise SlotTimeout(f"no Mailchimp connection slot free for {self.wait_seconds} s")
+            time.sleep(self.poll_seconds)
+        self._came_back()
+        return True
+
+    def _away(self) -> bool:
+        """Redis did not answer lately: not tried again before ``retry_after_seconds``."""
+        since = self._away_since
+        return since is not None and time.monotonic() - since < self.retry_after_seconds
+
+    def _went_away(self, error: Exception) -> None:
+        with self._lock:
+            first = self._away_since is None
+            self._away_since = time.monotonic()
+        if first:
+            log.warning(
+                "Redis does not answer (%s): each process limits its own Mailchimp connections "
+                "until it is back",
+                error,
+            )
+
+    def _came_back(self) -> None:
+        if self._away_since is None:
+            return
+        with self._lock:
+            was_away, self._away_since = self._away_since is not None, None
+        if was_away:
+            log.info("Redis answers again: the Mailchimp connection limit is shared again")
 
     def _now(self) -> float:
         # Redis's clock, not ours: workers on several machines must agree on lease ages.
@@ -87,7 +142,10 @@ class RedisConnectionLimiter:
                     continue
 
     def _release(self, key: str, token: str) -> None:
-        self.client.zrem(key, token)
+        try:
+            self.client.zrem(key, token)
+        except REDIS_AWAY as error:  # the request is done: its lease expires by itself
+            self._went_away(error)
 
 
 @dataclass

@@ -77,9 +77,16 @@ class Runtime:
         self.engine.dispose()
 
 
+REDIS_TIMEOUT = 5.0  # seconds
+
+
 def build_limiter(settings: Settings) -> ConnectionLimiter:
     """Redis leases when Redis is configured (many processes), else in-process."""
     limit = settings.mailchimp_max_connections
     if settings.redis_url:
-        return RedisConnectionLimiter(redis.Redis.from_url(settings.redis_url), limit=limit)
+        # Timeouts: a Redis that hangs must not hold a request; the limiter falls back.
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT
+        )
+        return RedisConnectionLimiter(client, limit=limit)
     return LocalConnectionLimiter(limit=limit)

@@ -74,3 +74,38 @@ def test_the_api_key_is_not_stored_in_redis() -> None:
 
 def test_the_in_process_limiter_holds_the_same_limit() -> None:
     assert 1 <= _peak_concurrency(LocalConnectionLimiter(limit=4), callers=16) <= 4
+
+
+def test_a_request_under_way_when_redis_goes_away_still_succeeds() -> None:
+    server = fakeredis.FakeServer()
+    limiter = RedisConnectionLimiter(fakeredis.FakeRedis(server=server), limit=3)
+
+    with limiter.slot(KEY):
+        server.connected = False  # ... while the request is at Mailchimp
+    # Giving the slot back failed: its lease expires by itself, and the answer is kept.
+
+
+def test_while_redis_is_away_each_process_holds_the_limit_itself_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = fakeredis.FakeServer()
+    server.connected = False
+    limiter = RedisConnectionLimiter(
+        fakeredis.FakeRedis(server=server), limit=3, poll_seconds=0.001, retry_after_seconds=60
+    )
+
+    assert 1 <= _peak_concurrency(limiter, callers=12) <= 3
+    assert [r.levelname for r in caplog.records].count("WARNING") == 1
+
+
+def test_the_limit_goes_back_to_redis_once_it_answers_again() -> None:
+    server = fakeredis.FakeServer()
+    client = fakeredis.FakeRedis(server=server)
+    limiter = RedisConnectionLimiter(client, limit=3, retry_after_seconds=0)
+    server.connected = False
+    with limiter.slot(KEY):
+        pass
+    server.connected = True
+
+    with limiter.slot(KEY):
+        assert limiter.in_use(KEY) == 1
