@@ -18,6 +18,7 @@ from dramatiq.broker import MessageProxy
 from common.db import runs
 from common.mailchimp import MailchimpTransientError
 from common.messages import Message, MessageError
+from common.outages import FailureLog, describe, outage
 from common.runs import InvalidRunParameter
 from common.runtime import Runtime
 
@@ -37,19 +38,33 @@ def declare(
     time_limit_ms: int = 15 * 60_000,
     min_backoff_ms: int = 1_000,
     max_backoff_ms: int = 5 * 60_000,
+    repeated: bool = False,
 ) -> dramatiq.Actor[..., None]:
-    """Bind ``handler`` to ``route`` on the runtime's broker."""
+    """Bind ``handler`` to ``route`` on the runtime's broker.
+
+    Mailchimp still failing after the client's own retries, or a server of ours not
+    answering (an outage), is retried later with one warning line per try, not dramatiq's
+    ERROR traceback: retrying is its handling. A ``repeated`` message (sent again every
+    tick, as ``CheckBatches``) that meets an outage is dropped instead, the next one
+    covering it, and the outage is logged once when it starts and once when it ends."""
+    failures = FailureLog(route.actor, log)
 
     def perform(**payload: Any) -> None:
         message = route.from_wire(payload)
         try:
             replies = handler(message)
         except MailchimpTransientError as error:
-            # Mailchimp still failing after the client's own retries (or a POST reset, which
-            # is never resent blindly): retrying the message later is the handling, so one
-            # warning, not dramatiq's ERROR traceback for an unhandled exception.
             log.warning("%s: %s; the message is retried later", route.actor, error)
             raise dramatiq.Retry(f"{type(error).__name__}: {error}") from error
+        except Exception as error:
+            if outage(error) is None:
+                raise  # a bug: dramatiq's traceback, retries, then the dead-letter queue
+            if repeated:
+                failures.failed(error)
+                return
+            log.warning("%s: %s; the message is retried later", route.actor, describe(error))
+            raise dramatiq.Retry(describe(error)) from error
+        failures.worked()
         runtime.send(*replies)
 
     perform.__name__ = route.actor

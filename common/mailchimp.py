@@ -70,11 +70,15 @@ class MailchimpTransientError(Exception):
     ``maybe_processed``: Mailchimp may have carried the request out (a timeout, a reset or a
     5xx after it was sent); False when it surely did not (the connection could not be made,
     or Mailchimp answered 429 before doing anything). A POST that may have been processed
-    can still create what it asked for, minutes later."""
+    can still create what it asked for, minutes later. ``status``: the HTTP status Mailchimp
+    (or a proxy before it) answered with; None when no answer came."""
 
-    def __init__(self, message: str, maybe_processed: bool = True) -> None:
+    def __init__(
+        self, message: str, maybe_processed: bool = True, status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.maybe_processed = maybe_processed
+        self.status = status
 
 
 class _RetryEvenPostOn429(Retry):
@@ -184,17 +188,19 @@ def _decode(method: str, path: str, response: requests.Response) -> Any:
     if not response.headers.get("Content-Type", "").startswith(JSON_TYPES):
         raise MailchimpTransientError(
             f"{method} {path}: HTTP {status} with a non-JSON body "
-            f"({response.headers.get('Content-Type', 'no content type')})"
+            f"({response.headers.get('Content-Type', 'no content type')})",
+            status=status,
         )
     try:
         # orjson: a page of 1000 members parses in half the time of the standard library's.
         document = orjson.loads(response.content)
     except orjson.JSONDecodeError as error:
-        raise MailchimpTransientError(f"{method} {path}: unreadable JSON") from error
+        raise MailchimpTransientError(f"{method} {path}: unreadable JSON", status=status) from error
     if status in TRANSIENT_STATUSES:
         raise MailchimpTransientError(
             f"{method} {path}: HTTP {status} {document.get('title')}",
             maybe_processed=status != 429,  # Mailchimp's rate limit answers before doing it
+            status=status,
         )
     if status >= 400:
         raise MailchimpError.from_problem(status, document)

@@ -70,8 +70,9 @@ def _matches(value: object, hint: object) -> bool:
 class StartSync(Message):
     """Start (or resume) a sync of one audience: the seed's ``fetchandreconcile`` parameters.
 
-    ``trigger_id`` tells this trigger from any other (a new one for every message made): the
-    run it starts keeps it, so the same message delivered again carries on that run."""
+    ``trigger_id`` tells this trigger from any other (a new one for every message made; two
+    triggers asking for the same compare equal): the run it starts keeps it, so the same
+    message delivered again carries on that run."""
 
     queue: ClassVar[str] = FETCHER
     actor: ClassVar[str] = "start_sync"
@@ -82,7 +83,7 @@ class StartSync(Message):
     stop_on: str | None = None
     force_restart: bool = False
     with_data: bool = False
-    trigger_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    trigger_id: str = field(default_factory=lambda: uuid.uuid4().hex, compare=False)
 
 
 @dataclass(frozen=True)

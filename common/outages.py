@@ -1,10 +1,14 @@
 """Tell a server that does not answer (an outage: wait and retry) from a bug (a traceback).
 
 Periodic work, actors and the command line log an outage as one line naming what is down,
-once per outage; anything else is a bug and keeps its traceback.
+once per outage (``FailureLog``); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
+
+import logging
+import threading
+import time
 
 import dramatiq.errors
 import pika.exceptions
@@ -54,3 +58,50 @@ def _database_gone(error: BaseException) -> bool:
         return False
     state = original.sqlstate
     return state is None or state.startswith(_DATABASE_GONE)
+
+
+def describe(error: BaseException) -> str:
+    """One line for a failure: what does not answer, or the error itself."""
+    what = outage(error)
+    return f"{what} does not answer ({error})" if what else str(error) or repr(error)
+
+
+class FailureLog:
+    """Logs a run of failures of work repeated often (a periodic task, a message sent every
+    tick) once when it starts, with a traceback only for a bug, and once when the work runs
+    again; the failures in between go to debug. Thread-safe."""
+
+    def __init__(self, name: str, logger: logging.Logger) -> None:
+        self.name = name
+        self.logger = logger
+        self.failures = 0
+        self.failing_since: float | None = None  # time.monotonic() of the first failure
+        self._lock = threading.Lock()
+
+    def failed(self, error: BaseException) -> None:
+        with self._lock:
+            self.failures += 1
+            first = self.failing_since is None
+            if first:
+                self.failing_since = time.monotonic()
+        if not first:
+            self.logger.debug("%s still failing (%d tries): %s", self.name, self.failures, error)
+            return
+        self.logger.warning(
+            "%s failed: %s; trying again, logged again once it works",
+            self.name,
+            describe(error),
+            exc_info=outage(error) is None,  # a bug keeps its traceback; an outage is one line
+        )
+
+    def worked(self) -> None:
+        if self.failing_since is None:
+            return  # the common case, without the lock
+        with self._lock:
+            since, failures = self.failing_since, self.failures
+            self.failing_since, self.failures = None, 0
+        if since is not None:
+            lasted = time.monotonic() - since
+            self.logger.info(
+                "%s works again, after %d failed tries over %.0f s", self.name, failures, lasted
+            )

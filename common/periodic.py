@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
-from common.outages import outage
+from common.outages import FailureLog
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +34,14 @@ class Periodic:
         self.every_seconds = every_seconds
         self.max_backoff_seconds = max(max_backoff_seconds, every_seconds)
         self.at_once = at_once
-        self.failures = 0
-        self.failing_since: float | None = None  # time.monotonic() of the outage's first try
+        self.failures = FailureLog(name, log)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
     def healthy(self) -> bool:
         """The last try worked (or none failed yet)."""
-        return self.failing_since is None
+        return self.failures.failing_since is None
 
     def start(self) -> None:
         if self._thread is not None:
@@ -64,16 +62,17 @@ class Periodic:
         try:
             self.work()
         except Exception as error:  # the thread must outlive any failure: tried again later
-            self._failed(error)
+            self.failures.failed(error)
             return False
-        self._worked()
+        self.failures.worked()
         return True
 
     def pause(self) -> float:
         """Seconds until the next try: the period, doubled after each failure in a row."""
-        if not self.failures:
+        failed = self.failures.failures
+        if not failed:
             return self.every_seconds
-        backoff: float = self.every_seconds * 2.0 ** (self.failures - 1)
+        backoff: float = self.every_seconds * 2.0 ** (failed - 1)
         return min(backoff, self.max_backoff_seconds)
 
     def _run(self) -> None:
@@ -82,30 +81,3 @@ class Periodic:
         while not self._stopping.is_set():
             self.run_once()
             self._stopping.wait(self.pause())
-
-    def _failed(self, error: Exception) -> None:
-        self.failures += 1
-        if self.failing_since is not None:
-            log.debug("%s still failing (%d tries): %s", self.name, self.failures, error)
-            return
-        self.failing_since = time.monotonic()
-        what = outage(error)
-        reason = f"{what} does not answer ({error})" if what else str(error) or repr(error)
-        log.warning(
-            "%s failed: %s; trying again with backoff, logged again once it works",
-            self.name,
-            reason,
-            exc_info=what is None,  # a bug keeps its traceback; an outage is one line
-        )
-
-    def _worked(self) -> None:
-        if self.failing_since is not None:
-            lasted = time.monotonic() - self.failing_since
-            log.info(
-                "%s works again, after %d failed tries over %.0f s",
-                self.name,
-                self.failures,
-                lasted,
-            )
-        self.failures = 0
-        self.failing_since = None

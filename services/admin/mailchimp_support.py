@@ -47,7 +47,11 @@ def mailchimp_errors(doing: str, key_is_param: bool = True) -> Iterator[None]:
         raise UpstreamError(
             f"{doing}: Mailchimp answered {error.status} {error.title}{detail}"
         ) from error
-    except (Transient, SlotTimeout) as error:
+    except Transient as error:
+        if error.status is None:
+            raise UpstreamError(f"{doing}: Mailchimp did not answer ({error})") from error
+        raise UpstreamError(f"{doing}: Mailchimp failed ({error})") from error
+    except SlotTimeout as error:
         raise UpstreamError(f"{doing}: Mailchimp did not answer in time ({error})") from error
 
 

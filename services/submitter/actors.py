@@ -24,5 +24,11 @@ def register(runtime: Runtime) -> list[dramatiq.Actor[..., None]]:
             runtime, SubmitFullBatches, lambda message: flow.submit_full_batches(deps, message)
         ),
         declare(runtime, ProcessBatch, lambda message: flow.process(deps, message)),
-        declare(runtime, CheckBatches, lambda message: flow.check(deps, message), max_retries=0),
+        declare(
+            runtime,
+            CheckBatches,
+            lambda message: flow.check(deps, message),
+            max_retries=0,
+            repeated=True,
+        ),
     ]

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Iterator
 
 import dramatiq
+import psycopg
 import pytest
 import sqlalchemy as sa
 from dramatiq.brokers.stub import StubBroker
@@ -15,7 +16,7 @@ from common.actors import DeadLetterLog, declare
 from common.db import runs
 from common.limits import LocalConnectionLimiter
 from common.mailchimp import MailchimpTransientError
-from common.messages import FetchPage, Message
+from common.messages import CheckBatches, FetchPage, Message
 from common.runtime import Runtime
 from common.settings import Settings
 
@@ -106,3 +107,53 @@ def test_mailchimp_still_failing_is_retried_with_a_warning_and_dead_lettered_wit
         "fetch_page gave up after 3 tries: MailchimpTransientError: "
         "GET /lists/a1b2c3d4e5/members: 503 Service Unavailable"
     )
+
+
+def _database_down() -> sa.exc.OperationalError:
+    refused = psycopg.OperationalError("connection failed: Connection refused")
+    return sa.exc.OperationalError("SELECT 1", {}, refused)
+
+
+def test_a_poll_during_a_database_outage_is_dropped_with_one_warning_per_outage(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = {"down": True}
+
+    def check(message: CheckBatches) -> list[Message]:
+        if database["down"]:
+            raise _database_down()
+        return []
+
+    declare(runtime, CheckBatches, check, max_retries=0, repeated=True)
+    caplog.set_level(logging.INFO, logger="common.actors")
+    for _ in range(3):  # three ticks of the poller while Postgres is away
+        _run_until_done(runtime, CheckBatches.queue, lambda: runtime.send(CheckBatches()))
+    database["down"] = False
+    _run_until_done(runtime, CheckBatches.queue, lambda: runtime.send(CheckBatches()))
+
+    assert runtime.broker.dead_letters == []
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "common.actors"]
+    assert [level for level, _ in lines] == ["WARNING", "INFO"]
+    assert lines[0][1].startswith("check_batches failed: the database does not answer")
+    assert lines[1][1].startswith("check_batches works again, after 3 failed tries")
+
+
+def test_a_message_meeting_a_database_outage_is_retried_with_a_warning_not_a_traceback(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    tries: list[int] = []
+
+    def fetch(message: FetchPage) -> list[Message]:
+        tries.append(message.offset)
+        if len(tries) < 3:
+            raise _database_down()
+        return []
+
+    declare(runtime, FetchPage, fetch, max_retries=5, min_backoff_ms=1, max_backoff_ms=2)
+    page = FetchPage(list_id="a1b2c3d4e5", run_id="run-1", offset=0)
+    _run_until_done(runtime, FetchPage.queue, lambda: runtime.send(page))
+
+    assert tries == [0, 0, 0] and runtime.broker.dead_letters == []
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert all(r.exc_info in (None, False) for r in caplog.records if r.name == "common.actors")

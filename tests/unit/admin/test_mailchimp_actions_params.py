@@ -165,10 +165,12 @@ def test_a_configured_key_mailchimp_refuses_is_an_upstream_error() -> None:
 
 def test_other_refusals_and_failures_are_upstream_errors_carrying_the_title() -> None:
     refused = _raised_by(MailchimpError(400, "Invalid Resource", "The URL did not answer"))
-    failed = _raised_by(MailchimpTransientError("GET /: HTTP 503"))
+    failed = _raised_by(MailchimpTransientError("GET /: HTTP 500 Internal Error", status=500))
+    silent = _raised_by(MailchimpTransientError("GET /: Read timed out."))
     assert isinstance(refused, UpstreamError) and isinstance(failed, UpstreamError)
     assert str(refused) == "doing: Mailchimp answered 400 Invalid Resource: The URL did not answer"
-    assert str(failed).startswith("doing: Mailchimp did not answer in time")
+    assert str(failed) == "doing: Mailchimp failed (GET /: HTTP 500 Internal Error)"
+    assert str(silent) == "doing: Mailchimp did not answer (GET /: Read timed out.)"
 
 
 class _PagedClient:
