@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from starlette.exceptions import StarletteDeprecationWarning
+from asgi_client import TestClient
 
 from common.db import crm
 from common.db.schema import cache, metadata
@@ -19,12 +18,6 @@ from common.messages import Message
 from common.settings import Settings
 from common.vocabulary import GroupStatus
 from services.admin.context import AdminContext
-
-# Starlette 1.10 wants httpx2 for its TestClient and warns (an error under our pytest
-# settings) when it falls back to httpx; drop this once httpx2 is a dev dependency.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from fastapi.testclient import TestClient
 
 __all__ = ["TestClient"]
 

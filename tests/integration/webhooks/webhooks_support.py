@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,18 +11,12 @@ from dataclasses import dataclass
 import dramatiq
 import sqlalchemy as sa
 import uvicorn
+from asgi_client import TestClient
 from dramatiq.brokers.stub import StubBroker
 from fastapi import FastAPI
-from starlette.exceptions import StarletteDeprecationWarning
 
 from common.db.config import add_account, add_webhook_secret
 from common.messages import SUBMITTER, ProcessBatch
-
-# Starlette 1.10 wants httpx2 for its TestClient and warns (an error under our pytest
-# settings) when it falls back to httpx; drop this once httpx2 is a dev dependency.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from fastapi.testclient import TestClient
 
 __all__ = ["TestClient"]
 
