@@ -6,6 +6,7 @@ that holds the audience's status row, and sends the messages it returns after co
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 
@@ -14,9 +15,12 @@ import sqlalchemy as sa
 from common.db import config, runs
 from common.db.config import SyncConnection
 from common.db.runs import RunState
+from common.mailchimp import MailchimpError
 from common.messages import Message, RunCrmStages, SubmitUpdates
 from common.runs import STAGE_SERVICE, Continue, Finish, Park, Service, next_step, out_of_time
 from common.vocabulary import Stage
+
+log = logging.getLogger(__name__)
 
 
 def after_stage(
@@ -47,6 +51,26 @@ def messages_for(state: RunState) -> list[Message]:
             return [SubmitUpdates(list_id=state.list_id, run_id=state.run_id)]
         case Service.FETCHER:
             return []
+
+
+def park_refused(
+    engine: sa.Engine,
+    state: RunState,
+    stage: Stage,
+    doing: str,
+    error: MailchimpError,
+    clock: Callable[[], datetime],
+) -> list[Message]:
+    """Mailchimp refused a request the run cannot do without (a 4xx: a wrong key, an unknown
+    audience): retrying cannot help, so park the run at ``stage`` at once, Mailchimp's words
+    in the status log and ``parked_reason``; the next trigger resumes it. Returns no
+    message."""
+    assert state.run_id is not None
+    reason = f"Mailchimp refused {doing}: {error}"
+    log.warning("audience %s: %s; the run is parked", state.list_id, reason)
+    with engine.begin() as conn:
+        runs.park_if_current(conn, state.list_id, state.run_id, stage, clock(), reason)
+    return []
 
 
 def unit_of_stage(

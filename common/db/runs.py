@@ -134,12 +134,19 @@ def share(conn: sa.Connection, list_id: str, run_id: str, stage: Stage) -> bool:
 
 
 def park_if_current(
-    conn: sa.Connection, list_id: str, run_id: str, stage: Stage, now: datetime
+    conn: sa.Connection,
+    list_id: str,
+    run_id: str,
+    stage: Stage,
+    now: datetime,
+    reason: str | None = None,
 ) -> None:
-    """Park a run that has spent its ``max_time`` at ``stage`` (if it is still there)."""
+    """Park a run at ``stage`` (if it is still there) for ``reason``: by default, that it has
+    spent its ``max_time``."""
     state = lock(conn, list_id)
     if state.current(run_id, stage):
-        park(conn, state, stage, f"max_time of {state.params.max_time} s reached", now)
+        why = reason or f"max_time of {state.params.max_time} s reached"
+        park(conn, state, stage, why, now)
 
 
 def read(conn: sa.Connection, list_id: str) -> RunState | None:

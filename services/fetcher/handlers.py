@@ -19,10 +19,10 @@ import sqlalchemy as sa
 from common.db import cache, config, runs
 from common.db.config import SyncConnection
 from common.db.runs import RunParams, RunState
-from common.mailchimp import MailchimpClient
+from common.mailchimp import MailchimpClient, MailchimpError
 from common.member_data import MEMBER_FIELDS, FetchedMember
 from common.messages import FetchPage, Message, StartSync
-from common.progress import after_stage, messages_for, unit_of_stage
+from common.progress import after_stage, messages_for, park_refused, unit_of_stage
 from common.runs import parse_max_time, parse_since, parse_stop_on
 from common.vocabulary import Stage
 
@@ -61,7 +61,12 @@ def start_sync(deps: Deps, message: StartSync) -> list[Message]:
         outcome = _begin(conn, message, params, deps.clock(), deps.stale_after)
     if isinstance(outcome, list):
         return outcome
-    return plan_fetch(deps, *outcome)
+    try:
+        return plan_fetch(deps, *outcome)
+    except MailchimpError as error:
+        return park_refused(
+            deps.engine, outcome[1], FETCH, "to count the members", error, deps.clock
+        )
 
 
 ToPlan = tuple[SyncConnection, RunState]
@@ -161,9 +166,13 @@ def fetch_page(deps: Deps, message: FetchPage) -> list[Message]:
     if unit is None:
         return []
     state, connection = unit
-    page = deps.mailchimp(connection.api_key).get(
-        f"/lists/{message.list_id}/members", _page_query(state.fetch_since, message.offset)
-    )
+    try:
+        page = deps.mailchimp(connection.api_key).get(
+            f"/lists/{message.list_id}/members", _page_query(state.fetch_since, message.offset)
+        )
+    except MailchimpError as error:
+        doing = f"the page of members at {message.offset}"
+        return park_refused(deps.engine, state, FETCH, doing, error, deps.clock)
     members = [FetchedMember.from_api(member) for member in page["members"]]
     with deps.engine.begin() as conn:
         if not runs.share(conn, message.list_id, message.run_id, FETCH):

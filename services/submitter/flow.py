@@ -11,6 +11,7 @@ the audience gets another ``SubmitUpdates`` with no run id.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 
 from common.db import batches, config, runs
 from common.db.config import SyncConnection
-from common.mailchimp import MailchimpClient
+from common.mailchimp import MailchimpClient, MailchimpError
 from common.messages import (
     CheckBatches,
     Message,
@@ -27,9 +28,11 @@ from common.messages import (
     SubmitFullBatches,
     SubmitUpdates,
 )
-from common.progress import after_stage
+from common.progress import after_stage, park_refused
 from common.vocabulary import Stage
 from services.submitter import handlers
+
+logger = logging.getLogger(__name__)
 
 SUBMIT = Stage.READY_TO_SUBMIT_UPDATES
 QUEUE = Stage.READY_TO_RECONCILE_QUEUE
@@ -56,16 +59,32 @@ def submit(deps: Deps, message: SubmitUpdates) -> list[Message]:
         connection = config.connection_for(conn, message.list_id)
     if connection is None:
         return []
-    report = handlers.submit_updates(
-        deps.engine,
-        deps.mailchimp(connection.api_key),
-        message.list_id,
-        deps.clock(),
-        posting_grace=deps.posting_grace,
-    )
+    try:
+        report = handlers.submit_updates(
+            deps.engine,
+            deps.mailchimp(connection.api_key),
+            message.list_id,
+            deps.clock(),
+            posting_grace=deps.posting_grace,
+        )
+    except MailchimpError as error:
+        return _refused(deps, message, error)
     if not message.run_id:
         return []
     return _finish_run(deps, connection, message, report)
+
+
+def _refused(deps: Deps, message: SubmitUpdates, error: MailchimpError) -> list[Message]:
+    """Mailchimp refused a batch (its updates stay unsubmitted): a run's submission parks
+    the run saying why; one outside a run is left to the next run's."""
+    with deps.engine.connect() as conn:
+        state = runs.read(conn, message.list_id)
+    if message.run_id and state is not None and state.current(message.run_id, SUBMIT):
+        return park_refused(deps.engine, state, SUBMIT, "a batch", error, deps.clock)
+    logger.warning(
+        "audience %s: Mailchimp refused a batch (%s); left to the next run", message.list_id, error
+    )
+    return []
 
 
 def submit_full_batches(deps: Deps, message: SubmitFullBatches) -> list[Message]:
@@ -76,13 +95,16 @@ def submit_full_batches(deps: Deps, message: SubmitFullBatches) -> list[Message]
         connection = config.connection_for(conn, message.list_id)
     if connection is None:
         return []
-    handlers.submit_full_batches(
-        deps.engine,
-        deps.mailchimp(connection.api_key),
-        message.list_id,
-        deps.clock(),
-        posting_grace=deps.posting_grace,
-    )
+    try:
+        handlers.submit_full_batches(
+            deps.engine,
+            deps.mailchimp(connection.api_key),
+            message.list_id,
+            deps.clock(),
+            posting_grace=deps.posting_grace,
+        )
+    except MailchimpError as error:  # the run's own submit stage meets it again, and parks
+        logger.warning("audience %s: Mailchimp refused a batch (%s)", message.list_id, error)
     return []
 
 

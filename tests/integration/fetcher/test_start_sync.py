@@ -89,3 +89,41 @@ def test_another_trigger_while_the_run_goes_is_still_ignored(
     assert (
         _log(handler_deps.engine, list_id)[-1] == "already running (readyToFetch); trigger ignored"
     )
+
+
+@pytest.mark.parametrize(
+    ("change", "refusal"),
+    [
+        ({"api_key": "f" * 32 + "-us1"}, "401 API Key Invalid"),  # a wrong (or revoked) key
+        ({"mailchimp_list_id": "0000000000"}, "404 Resource Not Found"),  # no such audience
+    ],
+)
+def test_a_run_mailchimp_refuses_at_its_start_is_parked_at_once_saying_why(
+    deps: tuple[handlers.Deps, RunningSimulator, str], change: dict[str, str], refusal: str
+) -> None:
+    handler_deps, running, list_id = deps
+    engine = handler_deps.engine
+    with engine.begin() as conn:
+        if "api_key" in change:
+            conn.execute(sa.text("UPDATE mailchimpsync_account SET api_key = :api_key"), change)
+        else:
+            conn.execute(
+                sa.text(
+                    "UPDATE mailchimpsync_connection SET mailchimp_list_id = :mailchimp_list_id"
+                ),
+                change,
+            )
+            list_id = change["mailchimp_list_id"]
+    client = MailchimpClient(
+        change.get("api_key", handler_deps.mailchimp("").api_key), base_url=running.api_url
+    )
+    refused_deps = handlers.Deps(engine, lambda _: client, handler_deps.clock)
+
+    assert handlers.start_sync(refused_deps, StartSync(list_id=list_id, max_time=0)) == []
+
+    with engine.connect() as conn:
+        state = runs.read(conn, list_id)
+    assert state is not None and state.parked_reason is not None
+    assert state.parked_reason.startswith(f"Mailchimp refused to count the members: {refusal}")
+    assert _log(engine, list_id)[-1].startswith("parked before readyToFetch: Mailchimp refused")
+    client.close()

@@ -528,6 +528,30 @@ def test_a_post_mailchimp_refuses_outright_releases_its_updates(audience: Audien
     }
 
 
+def test_a_runs_batch_mailchimp_refuses_parks_the_run_saying_why(audience: Audience) -> None:
+    with audience.engine.begin() as conn:
+        group = crm.create_group(conn, "newsletter", "Newsletter")
+        config.add_connection(
+            conn, config.add_account(conn, "t", audience.api_key), audience.list_id, group
+        )
+        state = runs.start(conn, runs.lock(conn, audience.list_id), RunParams(), False, utcnow())
+        state = runs.advance(conn, state, Stage.READY_TO_SUBMIT_UPDATES, utcnow())
+    new_subscribers(audience, 2)
+    fault = {"kind": "status", "status": 403, "path_prefix": "/batches", "method": "POST"}
+    audience.control("POST", "/faults", json=fault)
+    deps = flow.Deps(audience.engine, lambda _: audience.client, utcnow)
+    assert state.run_id is not None
+
+    sent = flow.submit(deps, SubmitUpdates(list_id=audience.list_id, run_id=state.run_id))
+
+    with audience.engine.connect() as conn:
+        parked = runs.read(conn, audience.list_id)
+    assert sent == [] and parked is not None
+    assert parked.parked_reason == "Mailchimp refused a batch: 403 Error: Injected fault."
+    assert parked.stage is Stage.READY_TO_SUBMIT_UPDATES
+    assert all(u.mailchimpsync_batch_id is None for u in updates(audience.engine))
+
+
 def test_a_batch_mailchimp_no_longer_knows_is_logged_and_its_rows_decided_again(
     audience: Audience,
 ) -> None:
