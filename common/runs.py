@@ -97,13 +97,21 @@ def after(stage: Stage, data_sync: bool) -> Stage | None:
     return following
 
 
+STOPPED_AS_ASKED = "(stop_on)"
+
+
+def stopped_as_asked(parked_reason: str) -> bool:
+    """The run was parked because ``stop_on`` asked for it, not for want of something."""
+    return parked_reason.endswith(STOPPED_AS_ASKED)
+
+
 def next_step(completed: Stage, limits: RunLimits, now: datetime) -> Step:
     """What to do once ``completed`` has been done."""
     following = after(completed, limits.data_sync)
     if following is None:
         return Finish()
     if following is limits.stop_on:
-        return Park(following, f"stopped before {following.value} (stop_on)")
+        return Park(following, f"stopped before {following.value} {STOPPED_AS_ASKED}")
     if out_of_time(limits, now):
         return Park(following, f"max_time of {limits.max_time} s reached")
     return Continue(following)

@@ -66,7 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--force-restart", action="store_true", help="reset the tracking state")
     sync.add_argument("--with-data", action="store_true", help="also run the data plugins")
     sync.add_argument(
-        "--wait", action="store_true", help="follow the runs until their results are processed"
+        "--wait",
+        action="store_true",
+        help="follow the runs until each has completed (its results processed) or parked; "
+        "exit 1 naming each audience whose run did not complete",
+    )
+    sync.add_argument(
+        "--timeout",
+        type=_positive_int,
+        help="with --wait: stop following after this many seconds (exit 1); the runs go on",
     )
     sync.set_defaults(run=_fetch_and_reconcile)
 
@@ -132,7 +140,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
 def _fetch_and_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     from common.runs import InvalidRunParameter
     from common.sync_request import SyncRequest
-    from mcsync.sync import fetch_and_reconcile
+    from mcsync.sync import StillRunning, fetch_and_reconcile
 
     request = SyncRequest(
         group_id=args.group_id,
@@ -142,12 +150,27 @@ def _fetch_and_reconcile(settings: Settings, args: argparse.Namespace) -> int:
         force_restart=args.force_restart,
         with_data=args.with_data,
     )
+    where = "this process's workers stop: the next fetchandreconcile resumes the runs"
+    if not settings.embedded_broker:
+        where = "the runs go on in the workers (`mcsync getstatus` shows them)"
     try:
-        fetch_and_reconcile(settings, request, wait=args.wait, out=sys.stdout)
+        followed = fetch_and_reconcile(
+            settings, request, wait=args.wait, out=sys.stdout, give_up_after=args.timeout
+        )
     except InvalidRunParameter as error:
         print(f"mcsync fetchandreconcile: {error}", file=sys.stderr)
         return 2
-    return 0
+    except StillRunning as error:
+        print(f"mcsync fetchandreconcile: {error}; {where}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nmcsync fetchandreconcile: interrupted; {where}", file=sys.stderr)
+        return 130
+    for list_id, why in sorted(followed.unfinished.items()):
+        print(
+            f"mcsync fetchandreconcile: audience {list_id} did not complete: {why}", file=sys.stderr
+        )
+    return 1 if followed.unfinished else 0
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from common.broker import build_broker, send
 from common.db import runs, stats
 from common.db.config import SyncConnection
 from common.db.engine import create_engine, database_url
+from common.runs import stopped_as_asked
 from common.settings import Settings
 from common.sync_request import SyncRequest as SyncRequest  # re-exported: callers build one
 from common.sync_request import select_connections
@@ -29,6 +30,16 @@ class StillRunning(TimeoutError):
     """``--wait`` gave up following the runs; they carry on without us."""
 
 
+@dataclass(frozen=True)
+class Followed:
+    """What following the runs saw: each audience's changes, and the audiences whose run did
+    not complete (parked: refused by Mailchimp, out of ``max_time``; not one stopped where
+    ``stop_on`` asked) with why."""
+
+    changes: list[stats.Changes]
+    unfinished: dict[str, str]
+
+
 def fetch_and_reconcile(
     settings: Settings,
     request: SyncRequest,
@@ -36,8 +47,9 @@ def fetch_and_reconcile(
     out: TextIO,
     poll: float = 1.0,
     give_up_after: float | None = None,
-) -> list[stats.Changes]:
-    """Enqueue a run per connection; with ``wait`` (always when embedded) follow them.
+) -> Followed:
+    """Enqueue a run per connection; with ``wait`` (always when embedded) follow them until
+    each has completed or parked.
 
     ``give_up_after`` seconds of following raise ``StillRunning`` (None: follow to the end).
     """
@@ -52,12 +64,12 @@ def fetch_and_reconcile(
         send(broker, *(request.message(c.list_id) for c in connections))
         broker.close()
         print(f"enqueued a sync of {len(connections)} audience(s)", file=out)
-        return follow(engine, connections, before) if wait else []
+        return follow(engine, connections, before) if wait else Followed([], {})
     finally:
         engine.dispose()
 
 
-def _run_embedded(settings: Settings, request: SyncRequest, follow: _Follow) -> list[stats.Changes]:
+def _run_embedded(settings: Settings, request: SyncRequest, follow: _Follow) -> Followed:
     running = workers.build(settings, workers.SERVICES, poll_seconds=1.0)
     running.start()
     try:
@@ -103,40 +115,53 @@ class _Follow:
 
     def __call__(
         self, engine: sa.Engine, connections: Sequence[SyncConnection], before: _Before
-    ) -> list[stats.Changes]:
+    ) -> Followed:
         shown: dict[str, str] = {}
+        unfinished: dict[str, str] = {}
         waiting = {c.list_id for c in connections}
         deadline = None if self.give_up_after is None else time.monotonic() + self.give_up_after
         while waiting:
             if deadline is not None and time.monotonic() > deadline:
-                raise StillRunning(f"still running after {self.give_up_after} s: {shown}")
+                still = ", ".join(sorted(waiting))
+                raise StillRunning(f"still running after {self.give_up_after:.0f} s: {still}")
             time.sleep(self.poll)
             with engine.connect() as conn:
                 for list_id in sorted(waiting):
-                    line, done = _look(conn, list_id, before)
+                    line, ended = _look(conn, list_id, before)
                     if shown.get(list_id) != line:
                         print(f"[{list_id}] {line}", file=self.out, flush=True)
                         shown[list_id] = line
-                    if done:
+                    if ended is not None:
                         waiting.discard(list_id)
+                        if ended:
+                            unfinished[list_id] = ended
         with engine.connect() as conn:
-            return [_summary(conn, c, before.started_at, self.out) for c in connections]
+            changes = [_summary(conn, c, before.started_at, self.out) for c in connections]
+        return Followed(changes, unfinished)
 
 
-def _look(conn: sa.Connection, list_id: str, before: _Before) -> tuple[str, bool]:
+def _look(conn: sa.Connection, list_id: str, before: _Before) -> tuple[str, str | None]:
+    """The line to show for the audience's run, and whether it has ended: None while it
+    goes on, "" once completed and settled, else why it stopped (parked)."""
     now = stats.progress(conn, list_id)
     if now is None:
-        return "waiting for the run to start", False
+        return "waiting for the run to start", None
     moved = _mark(conn, list_id) != before.marks[list_id]
     line = f"{now.stage:<38} {_stage_bar(now)}".rstrip()
     if now.parked_reason:
         line += f"  (parked: {now.parked_reason})"
-    return line, moved and (now.parked_reason is not None or now.settled)
+    if not moved:
+        return line, None
+    if now.parked_reason is not None:
+        return line, "" if stopped_as_asked(now.parked_reason) else now.parked_reason
+    return line, "" if now.settled else None
 
 
 def _stage_bar(now: stats.Progress) -> str:
     """A bar for the work of the stage at hand (the CRM stages are single statements)."""
     if now.stage == "readyToFetch" and now.active:
+        if not now.pages_total:
+            return "counting the members at Mailchimp"
         return _bar(now.pages_fetched, now.pages_total, "pages")
     if now.stage == "readyToReconcileQueue":
         return _bar(now.rows_decided, now.rows_planned, "rows decided")
