@@ -13,6 +13,17 @@ from urllib.parse import urlsplit
 PREFIX = "MCSYNC_"
 
 
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@\s]*@", re.I)
+_SECRET_PARAM = re.compile(r"(?P<name>[?&]secret=)[^&\s\"'<>]+", re.I)
+
+
+def masked(text: str) -> str:
+    """``text`` with the password of every URL in it, and every ``secret=`` parameter of a
+    URL (our webhooks'), replaced by ``***``."""
+    text = _CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", text)
+    return _SECRET_PARAM.sub(r"\g<name>***", text)
+
+
 class SettingsError(ValueError):
     """A configuration variable is malformed; the message names the variable."""
 
@@ -90,7 +101,7 @@ class _Reader:
         if parts.scheme not in schemes or not (parts.netloc or parts.path or parts.query):
             raise SettingsError(
                 f"{PREFIX}{name} must be a URL starting with one of "
-                f"{', '.join(s + '://' for s in schemes)}; got {value!r}"
+                f"{', '.join(s + '://' for s in schemes)}; got {masked(value)!r}"
             )
         return value
 

@@ -26,6 +26,7 @@ from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
 
 from common.broker import build_broker, send
+from common.db import migrate
 from common.db.engine import create_engine, database_url
 from common.messages import Message
 from common.runtime import MailchimpClients, build_limiter
@@ -122,8 +123,11 @@ class CliServices:
 
     @classmethod
     def build(cls, settings: Settings) -> CliServices:
+        """Raises SchemaNotCurrent when the database is not migrated to the code's head."""
+        url = database_url(settings)
+        migrate.require_current(url)
         clients = MailchimpClients(settings, build_limiter(settings))
-        return cls(settings, create_engine(database_url(settings)), clients)
+        return cls(settings, create_engine(url), clients)
 
     def context(self) -> AdminContext:
         return AdminContext(

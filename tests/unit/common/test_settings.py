@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from common.settings import Settings, SettingsError
+from common.settings import Settings, SettingsError, masked
 
 
 def test_nothing_set_means_the_embedded_default() -> None:
@@ -70,3 +70,20 @@ def test_the_stale_run_and_posting_grace_periods_come_from_the_environment() -> 
         timedelta(seconds=30),
     )
     assert Settings().stale_after == timedelta(minutes=15)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("postgresql://sync:pw@db:5432/sync", "postgresql://sync:***@db:5432/sync"),
+        ("amqp://guest:guest@rabbit:5672/", "amqp://guest:***@rabbit:5672/"),
+        ("redis://:pw@redis/0 and redis://redis/0", "redis://:***@redis/0 and redis://redis/0"),
+        (
+            "The URL https://x.org/mailchimp/webhook?secret=0123abc&a=1 failed",
+            "The URL https://x.org/mailchimp/webhook?secret=***&a=1 failed",
+        ),
+        ("http://example.org/path", "http://example.org/path"),
+    ],
+)
+def test_passwords_and_webhook_secrets_are_masked(text: str, shown: str) -> None:
+    assert masked(text) == shown
