@@ -6,11 +6,14 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cronsim import CronSim, CronSimError
+
 PREFIX = "MCSYNC_"
+DEFAULT_SYNC_SCHEDULE = "0 * * * *"  # every hour, on the hour (UTC), as the extension's job
 
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@\s]*@", re.I)
@@ -45,6 +48,7 @@ class Settings:
     batch_poll_seconds: float = 15.0
     stale_after_seconds: float = 900.0
     posting_grace_seconds: float = 600.0
+    sync_schedule: str = DEFAULT_SYNC_SCHEDULE
 
     @property
     def stale_after(self) -> timedelta:
@@ -83,6 +87,7 @@ class Settings:
             batch_poll_seconds=reader.positive_float("BATCH_POLL_SECONDS", 15.0),
             stale_after_seconds=reader.positive_float("STALE_AFTER_SECONDS", 900.0),
             posting_grace_seconds=reader.positive_float("POSTING_GRACE_SECONDS", 600.0),
+            sync_schedule=reader.schedule("SYNC_SCHEDULE", DEFAULT_SYNC_SCHEDULE),
         )
 
 
@@ -120,6 +125,23 @@ class _Reader:
         if not re.fullmatch(r"[1-9][0-9]*", value):
             raise SettingsError(f"{PREFIX}{name} must be a positive integer; got {value!r}")
         return int(value)
+
+    def schedule(self, name: str, default: str) -> str:
+        """A cron expression (five fields, UTC); set but empty: no schedule."""
+        raw = self.env.get(PREFIX + name)
+        if raw is None:
+            return default
+        value = " ".join(raw.split())
+        if not value:
+            return ""
+        try:
+            CronSim(value, datetime.now(UTC))
+        except CronSimError as error:
+            raise SettingsError(
+                f"{PREFIX}{name} must be a cron expression such as '0 * * * *' (minute hour "
+                f"day month weekday, UTC), or empty for no schedule; got {value!r} ({error})"
+            ) from None
+        return value
 
     def positive_float(self, name: str, default: float) -> float:
         value = self.text(name)

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from common.broker import build_broker
 from common.runtime import Runtime
 from common.settings import Settings
-from mcsync import workers
+from mcsync import schedule, workers
 from services.admin import app as admin
 from services.admin.context import AdminContext
 from services.webhooks import app as webhooks
@@ -60,6 +60,7 @@ def run(settings: Settings, host: str, port: int) -> None:
     runtime, stop = _start(settings)
     relay = Relay(runtime.engine, runtime.send)
     relay.start()
+    scheduled = schedule.start(runtime.engine, runtime.send, settings.sync_schedule)
     try:
         uvicorn.run(
             build_app(runtime),
@@ -70,6 +71,8 @@ def run(settings: Settings, host: str, port: int) -> None:
             access_log=False,  # access lines would print webhook secrets from query strings
         )
     finally:
+        if scheduled is not None:
+            scheduled.stop()
         relay.stop()
         stop()
 

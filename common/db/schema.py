@@ -210,6 +210,16 @@ reconcile_chunk = Table(
     Column("row_ids", ARRAY(BigInteger), nullable=False, server_default=text("'{}'")),
 )
 
+# The times of the sync schedule (MCSYNC_SYNC_SCHEDULE) already triggered: the process that
+# records a time first sends its triggers, so replicas running the schedule trigger it once.
+schedule_slot = Table(
+    "mailchimpsync_schedule_slot",
+    metadata,
+    Column("slot", DateTime(timezone=True), primary_key=True),
+    Column("triggered_at", DateTime(timezone=True), nullable=False),
+    Column("audiences", Integer, nullable=False),
+)
+
 # Audience webhook events, stored before Mailchimp's request is answered; ``published_at`` says
 # the reconciler was told (a relay retries the rest), ``processed_at`` that it acted on it.
 webhook_event = Table(

@@ -87,3 +87,16 @@ def test_the_stale_run_and_posting_grace_periods_come_from_the_environment() -> 
 )
 def test_passwords_and_webhook_secrets_are_masked(text: str, shown: str) -> None:
     assert masked(text) == shown
+
+
+def test_the_sync_schedule_is_hourly_unless_set_and_off_when_set_empty() -> None:
+    assert Settings.from_env({}).sync_schedule == "0 * * * *"
+    assert Settings.from_env({"MCSYNC_SYNC_SCHEDULE": "*/15  *  * * *"}).sync_schedule == (
+        "*/15 * * * *"
+    )
+    assert Settings.from_env({"MCSYNC_SYNC_SCHEDULE": ""}).sync_schedule == ""
+
+
+def test_a_malformed_schedule_is_refused_naming_the_variable() -> None:
+    with pytest.raises(SettingsError, match="MCSYNC_SYNC_SCHEDULE must be a cron expression"):
+        Settings.from_env({"MCSYNC_SYNC_SCHEDULE": "every hour"})

@@ -1,0 +1,33 @@
+"""The sync schedule (``MCSYNC_SYNC_SCHEDULE``, hourly by default) records each time it
+triggered, so the replicas running it trigger each time once.
+
+Revision ID: 0013_schedule_slots
+Revises: 0012_civicrm_values
+Create Date: 2026-12-07
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0013_schedule_slots"
+down_revision: str | Sequence[str] | None = "0012_civicrm_values"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "mailchimpsync_schedule_slot",
+        sa.Column("slot", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("triggered_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("audiences", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("slot", name=op.f("pk_mailchimpsync_schedule_slot")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("mailchimpsync_schedule_slot")
