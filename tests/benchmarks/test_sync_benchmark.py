@@ -290,7 +290,8 @@ def _serving(
 ) -> Iterator[subprocess.Popen[str]]:
     """``mcsync serve`` on ``port``, with the account's batch webhook pointing at it."""
     base = f"http://127.0.0.1:{port}"
-    env = {**env, "MCSYNC_WEBHOOK_BASE_URL": base}
+    # No schedule: the benchmark times the syncs it triggers, and no other.
+    env = {**env, "MCSYNC_WEBHOOK_BASE_URL": base, "MCSYNC_SYNC_SCHEDULE": ""}
     with _process(mcsync, "serve", "--host", "127.0.0.1", "--port", str(port), env=env) as serve:
         _wait_until_answering(base + "/healthz")
         registered = subprocess.run(
