@@ -15,18 +15,35 @@ from typing import Any, TypeVar
 import dramatiq
 from dramatiq.broker import MessageProxy
 
+from common import logs
 from common.db import runs
 from common.mailchimp import MailchimpTransientError
-from common.messages import Message, MessageError
+from common.messages import (
+    FetchPage,
+    Message,
+    MessageError,
+    ReconcileChunk,
+    StartSync,
+    SubmitUpdates,
+)
 from common.outages import FailureLog, describe, outage
 from common.runs import InvalidRunParameter
 from common.runtime import Runtime
+from common.vocabulary import Stage
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
 
 NEVER_RETRIED: tuple[type[Exception], ...] = (MessageError, InvalidRunParameter)
+# The stage a message's work belongs to, bound to its log records (RunCrmStages binds each
+# stage as it runs it).
+STAGE_OF = {
+    StartSync.actor: Stage.READY_TO_FETCH.value,
+    FetchPage.actor: Stage.READY_TO_FETCH.value,
+    ReconcileChunk.actor: Stage.READY_TO_RECONCILE_QUEUE.value,
+    SubmitUpdates.actor: Stage.READY_TO_SUBMIT_UPDATES.value,
+}
 
 
 def declare(
@@ -49,8 +66,18 @@ def declare(
     covering it, and the outage is logged once when it starts and once when it ends."""
     failures = FailureLog(route.actor, log)
 
+    stage = STAGE_OF.get(route.actor)
+
     def perform(**payload: Any) -> None:
         message = route.from_wire(payload)
+        with logs.bound(
+            audience_id=getattr(message, "list_id", None),
+            run_id=getattr(message, "run_id", None) or None,
+            stage=stage,
+        ):
+            handle(message)
+
+    def handle(message: M) -> None:
         try:
             replies = handler(message)
         except MailchimpTransientError as error:

@@ -43,6 +43,7 @@ class Settings:
     webhook_base_url: str = ""
     data_dir: Path = Path(".mcsync")
     log_level: str = "INFO"
+    log_format: str = "text"
     mailchimp_timeout: float = 60.0
     mailchimp_max_connections: int = 10
     batch_poll_seconds: float = 15.0
@@ -82,6 +83,7 @@ class Settings:
             webhook_base_url=reader.url("WEBHOOK_BASE_URL", ("http", "https")),
             data_dir=Path(reader.text("DATA_DIR") or ".mcsync"),
             log_level=reader.choice("LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
+            log_format=reader.choice("LOG_FORMAT", ("TEXT", "JSON"), "TEXT").lower(),
             mailchimp_timeout=reader.positive_float("MAILCHIMP_TIMEOUT", 60.0),
             mailchimp_max_connections=reader.positive_int("MAILCHIMP_MAX_CONNECTIONS", 10),
             batch_poll_seconds=reader.positive_float("BATCH_POLL_SECONDS", 15.0),

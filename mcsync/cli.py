@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from common import outages
+from common import logs, outages
 from common.db import migrate
 from common.db.engine import database_url
 from common.outages import outage
@@ -23,12 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
     except SettingsError as error:
         parser.exit(2, f"mcsync: configuration error: {error}\n")
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if settings.log_level != "DEBUG":
-        for chatty in CHATTY_LIBRARIES:
-            logging.getLogger(chatty).setLevel(logging.WARNING)
+    logs.configure(settings.log_level, settings.log_format, quiet=CHATTY_LIBRARIES)
     if args.run not in LONG_RUNNING:
         # A broker that does not answer is our one line below, not pika's four ERRORs.
         logging.getLogger("pika").setLevel(logging.CRITICAL)

@@ -19,6 +19,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from common import logs
 from common.db import config, runs
 from common.db.config import SyncConnection
 from common.db.runs import RunState
@@ -44,6 +45,7 @@ class Deps:
 
 def _run_stage(conn: sa.Connection, deps: Deps, connection: SyncConnection, state: RunState) -> str:
     """Run the state's CRM stage in the caller's transaction; return a line for the log."""
+    logs.bind(stage=state.stage.value)
     match state.stage:
         case Stage.READY_TO_FIX_CONTACT_IDS:
             report = stages.fix_contact_ids(conn, connection)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 from collections.abc import Callable, Iterator
 
@@ -12,6 +14,7 @@ import sqlalchemy as sa
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Retries
 
+from common import logs
 from common.actors import DeadLetterLog, declare
 from common.db import runs
 from common.limits import LocalConnectionLimiter
@@ -157,3 +160,30 @@ def test_a_message_meeting_a_database_outage_is_retried_with_a_warning_not_a_tra
     assert tries == [0, 0, 0] and runtime.broker.dead_letters == []
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert all(r.exc_info in (None, False) for r in caplog.records if r.name == "common.actors")
+
+
+def test_a_handlers_log_lines_carry_its_messages_audience_run_and_stage(
+    runtime: Runtime,
+) -> None:
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.addFilter(logs.BoundFields())
+    handler.setFormatter(logs.JsonLines())
+    logging.getLogger("test.handler").addHandler(handler)
+
+    def fetch(message: FetchPage) -> list[Message]:
+        logging.getLogger("test.handler").warning("page at %d fetched", message.offset)
+        return []
+
+    declare(runtime, FetchPage, fetch)
+    page = FetchPage(list_id="a1b2c3d4e5", run_id="run-1", offset=2000)
+    _run_until_done(runtime, FetchPage.queue, lambda: runtime.send(page))
+    logging.getLogger("test.handler").removeHandler(handler)
+
+    entry = json.loads(lines.getvalue())
+    assert (entry["message"], entry["audience_id"], entry["run_id"], entry["stage"]) == (
+        "page at 2000 fetched",
+        "a1b2c3d4e5",
+        "run-1",
+        "readyToFetch",
+    )
