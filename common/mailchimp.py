@@ -22,6 +22,7 @@ from urllib3.exceptions import ConnectTimeoutError
 from urllib3.util.retry import Retry
 
 from common.limits import ConnectionLimiter, LocalConnectionLimiter
+from common.metrics import MAILCHIMP_REQUESTS, MAILCHIMP_RETRIES, endpoint
 
 API_KEY_PATTERN = re.compile(r"^[0-9a-f]{32}-([a-z]+[0-9]+)$")
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -152,6 +153,7 @@ class MailchimpClient:
         body: Any = None,
     ) -> Any:
         """Send one request; return the decoded JSON (None for a 204)."""
+        where = endpoint(path)
         try:
             with self.limiter.slot(self.api_key):
                 response = self.session.request(
@@ -163,9 +165,14 @@ class MailchimpClient:
                     timeout=self.timeout,
                 )
         except (requests.ConnectionError, requests.Timeout) as error:
+            MAILCHIMP_REQUESTS.labels(method, where, "no answer").inc()
             raise MailchimpTransientError(
                 f"{method} {path}: {error}", maybe_processed=not _never_sent(error)
             ) from error
+        MAILCHIMP_REQUESTS.labels(method, where, str(response.status_code)).inc()
+        retried = getattr(response.raw, "retries", None)
+        if retried is not None and retried.history:
+            MAILCHIMP_RETRIES.labels(method, where).inc(len(retried.history))
         return _decode(method, path, response)
 
     def close(self) -> None:

@@ -50,6 +50,7 @@ class Settings:
     stale_after_seconds: float = 900.0
     posting_grace_seconds: float = 600.0
     sync_schedule: str = DEFAULT_SYNC_SCHEDULE
+    metrics_port: int = 9191
 
     @property
     def stale_after(self) -> timedelta:
@@ -90,6 +91,7 @@ class Settings:
             stale_after_seconds=reader.positive_float("STALE_AFTER_SECONDS", 900.0),
             posting_grace_seconds=reader.positive_float("POSTING_GRACE_SECONDS", 600.0),
             sync_schedule=reader.schedule("SYNC_SCHEDULE", DEFAULT_SYNC_SCHEDULE),
+            metrics_port=reader.port("METRICS_PORT", 9191),
         )
 
 
@@ -144,6 +146,15 @@ class _Reader:
                 f"day month weekday, UTC), or empty for no schedule; got {value!r} ({error})"
             ) from None
         return value
+
+    def port(self, name: str, default: int) -> int:
+        """A TCP port, or 0 for none."""
+        value = self.text(name)
+        if not value:
+            return default
+        if not re.fullmatch(r"[0-9]{1,5}", value) or int(value) > 65535:
+            raise SettingsError(f"{PREFIX}{name} must be a port (1-65535), or 0; got {value!r}")
+        return int(value)
 
     def positive_float(self, name: str, default: float) -> float:
         value = self.text(name)

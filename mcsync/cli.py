@@ -218,8 +218,8 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    migrate.require_current(database_url(settings))
-    workers.serve_forever(workers.build(settings, args.services, threads=args.threads))
+    running = workers.build(settings, args.services, threads=args.threads)
+    workers.serve_forever(running, port=settings.metrics_port)
     return 0
 
 

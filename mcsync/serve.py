@@ -15,11 +15,15 @@ from datetime import UTC, datetime
 
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client.registry import CollectorRegistry
 
+from common import health
 from common.broker import build_broker
+from common.metrics import AudienceCollector
+from common.periodic import Periodic
 from common.runtime import Runtime
 from common.settings import Settings
-from mcsync import schedule, workers
+from mcsync import probes, schedule, workers
 from services.admin import app as admin
 from services.admin.context import AdminContext
 from services.webhooks import app as webhooks
@@ -34,14 +38,23 @@ DESCRIPTION = (
 )
 
 
-def build_app(runtime: Runtime) -> FastAPI:
-    """The webhooks and the admin API on the process's engine, broker and Mailchimp clients."""
+def build_app(runtime: Runtime, periodic: Callable[[], list[Periodic]] = list) -> FastAPI:
+    """The webhooks, the admin API and the probes (``/livez``, ``/readyz``, ``/metrics``)
+    on the process's engine, broker and Mailchimp clients; ``periodic``: the process's
+    periodic work, for readiness."""
     app = FastAPI(title=TITLE, description=DESCRIPTION, redoc_url=None)
     deps = webhooks.Deps(engine=runtime.engine, send=runtime.send)
     # Out of the OpenAPI description: Mailchimp's callbacks (a secret in the URL) are not an
     # API to call, and their GET+POST routes would share one operation id there.
     app.include_router(webhooks.create_router(deps), include_in_schema=False)
     app.include_router(admin.create_router(admin_context(runtime)))
+    audiences = CollectorRegistry()
+    audiences.register(AudienceCollector(runtime.engine))
+
+    def problems() -> list[str]:
+        return health.problems(runtime.engine, runtime.settings, periodic())
+
+    app.include_router(probes.router(problems, [audiences]))
     return app
 
 
@@ -57,13 +70,14 @@ def admin_context(runtime: Runtime) -> AdminContext:
 
 def run(settings: Settings, host: str, port: int) -> None:
     """Serve until SIGTERM/SIGINT (uvicorn's handlers), then stop what was started."""
-    runtime, stop = _start(settings)
+    runtime, stop, embedded = _start(settings)
     relay = Relay(runtime.engine, runtime.send)
     relay.start()
     scheduled = schedule.start(runtime.engine, runtime.send, settings.sync_schedule)
+    running = [relay.periodic, *embedded, *([scheduled] if scheduled else [])]
     try:
         uvicorn.run(
-            build_app(runtime),
+            build_app(runtime, lambda: running),
             host=host,
             port=port,
             log_level=settings.log_level.lower(),
@@ -77,16 +91,18 @@ def run(settings: Settings, host: str, port: int) -> None:
         stop()
 
 
-def _start(settings: Settings) -> tuple[Runtime, Callable[[], None]]:
+def _start(settings: Settings) -> tuple[Runtime, Callable[[], None], list[Periodic]]:
+    """The process's runtime, how to stop it, and the periodic work of its workers (when
+    embedded, every worker runs in this process)."""
     if settings.embedded_broker:
         running = workers.build(settings, workers.SERVICES)
         running.start()
         log.info("embedded: every worker runs in this process")
-        return running.runtime, running.stop
+        return running.runtime, running.stop, running.periodic
     runtime = Runtime.start(settings, build_broker(settings))
 
     def stop() -> None:
         runtime.broker.close()
         runtime.close()
 
-    return runtime, stop
+    return runtime, stop, []

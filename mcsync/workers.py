@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 import dramatiq
 from dramatiq.middleware import Retries
 
+from common import health
 from common.actors import DeadLetterLog
 from common.broker import build_broker
 from common.messages import CheckBatches
+from common.metrics import MessageMetrics
 from common.periodic import Periodic
 from common.runtime import Runtime
 from common.settings import Settings
+from mcsync.probes import ProbeServer
 from services.fetcher import actors as fetcher
 from services.reconciler import actors as reconciler
 from services.submitter import actors as submitter
@@ -57,6 +60,10 @@ class Workers:
         """Every periodic work of the process ran the last time it tried."""
         return all(work.healthy for work in self.periodic)
 
+    def problems(self) -> list[str]:
+        """Why the process is not ready: what it needs does not answer (empty: ready)."""
+        return health.problems(self.runtime.engine, self.runtime.settings, self.periodic)
+
     def stop(self) -> None:
         for work in self.periodic:
             work.stop()
@@ -75,6 +82,7 @@ def build(
     broker = build_broker(settings)
     runtime = Runtime.start(settings, broker)
     broker.add_middleware(DeadLetterLog(runtime), before=Retries)
+    broker.add_middleware(MessageMetrics(), before=Retries)
     chosen = list(services)
     actors = [actor for name in chosen for actor in SERVICES[name](runtime)]
     polls = (poll_seconds or settings.batch_poll_seconds) if "submitter" in chosen else None
@@ -102,14 +110,41 @@ def tune_garbage_collection() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def serve_forever(workers: Workers) -> None:
-    """Run until SIGTERM or SIGINT (Kubernetes stops pods with SIGTERM)."""
+SCHEMA_WAIT_SECONDS = 10.0
+
+
+def serve_forever(workers: Workers, port: int = 0) -> None:
+    """Run until SIGTERM or SIGINT (Kubernetes stops pods with SIGTERM), with liveness,
+    readiness and metrics on ``port`` (0: none). A database whose schema is behind the code
+    is waited for (not ready meanwhile, said once), not worked on."""
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
-    tune_garbage_collection()
-    workers.start()
-    log.info("worker running; stop with SIGTERM")
-    stopping.wait()
-    log.info("stopping: finishing messages in hand")
-    workers.stop()
+    server = ProbeServer("0.0.0.0", port, workers.problems) if port else None
+    if server is not None:
+        server.start()
+    try:
+        if _schema_current(workers, stopping):
+            tune_garbage_collection()
+            workers.start()
+            log.info("worker running; stop with SIGTERM")
+            stopping.wait()
+            log.info("stopping: finishing messages in hand")
+        workers.stop()
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _schema_current(workers: Workers, stopping: threading.Event) -> bool:
+    """Wait until the database's schema is at the code's head; False if stopped first."""
+    said = False
+    while not stopping.is_set():
+        problem = health.database_problem(workers.runtime.engine)
+        if problem is None:
+            return True
+        if not said:
+            log.warning("%s; waiting for it (checked every %.0f s)", problem, SCHEMA_WAIT_SECONDS)
+            said = True
+        stopping.wait(SCHEMA_WAIT_SECONDS)
+    return False

@@ -44,7 +44,7 @@ def current(url: str) -> str | None:
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
+            return current_on(connection)
     finally:
         engine.dispose()
 
@@ -62,13 +62,26 @@ def head() -> str:
 
 def require_current(url: str) -> None:
     """Raise SchemaNotCurrent unless the database at ``url`` is at the code's head."""
-    at, wanted = current(url), head()
-    if at == wanted:
-        return
     where = masked(sa.make_url(url).render_as_string(hide_password=False))
+    problem = behind(current(url), where)
+    if problem:
+        raise SchemaNotCurrent(problem)
+
+
+def current_on(conn: sa.Connection) -> str | None:
+    """The revision of the database ``conn`` is on, or None when it was never migrated."""
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def behind(at: str | None, where: str) -> str | None:
+    """What is wrong with a database at revision ``at`` (named ``where``); None when it is at
+    the code's head."""
+    wanted = head()
+    if at == wanted:
+        return None
     if at is None:
-        raise SchemaNotCurrent(f"the database at {where} is not migrated: run `mcsync migrate`")
-    raise SchemaNotCurrent(
+        return f"the database at {where} is not migrated: run `mcsync migrate`"
+    return (
         f"the database at {where} is at revision {at}, the code needs {wanted}: "
         "run `mcsync migrate`"
     )

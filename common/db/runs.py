@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from common.db.schema import fetch_page, reconcile_chunk, status
+from common.metrics import RUNS_PARKED, SYNC_SECONDS, parked_why
 from common.runs import RunLimits, fetch_since, parse_stop_on
 from common.settings import Settings
 from common.vocabulary import Stage
@@ -205,12 +206,15 @@ def advance(conn: sa.Connection, state: RunState, to: Stage, now: datetime) -> R
 def park(conn: sa.Connection, state: RunState, at: Stage, reason: str, now: datetime) -> RunState:
     """Stop the run before ``at``; the next trigger resumes it there."""
     log(conn, state.list_id, f"parked before {at.value}: {reason}", now)
+    RUNS_PARKED.labels(state.list_id, parked_why(reason)).inc()
     return _set(conn, state.list_id, stage=at.value, parked_reason=reason, heartbeat_at=now)
 
 
 def finish(conn: sa.Connection, state: RunState, now: datetime) -> RunState:
     """The run is complete: back to ``readyToFetch``; the next run fetches since its start."""
     log(conn, state.list_id, "sync complete", now)
+    if state.sync_started_at is not None:
+        SYNC_SECONDS.labels(state.list_id).observe((now - state.sync_started_at).total_seconds())
     return _set(
         conn,
         state.list_id,
@@ -219,6 +223,7 @@ def finish(conn: sa.Connection, state: RunState, now: datetime) -> RunState:
         parked_reason=None,
         heartbeat_at=now,
         last_sync_at=state.sync_started_at,
+        last_sync_finished_at=now,
     )
 
 

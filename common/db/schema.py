@@ -180,6 +180,7 @@ status = Table(
     Column("parked_reason", Text),
     Column("heartbeat_at", DateTime(timezone=True)),
     Column("last_sync_at", DateTime(timezone=True)),
+    Column("last_sync_finished_at", DateTime(timezone=True)),
     CheckConstraint(STAGE_VALID, name="stage_valid"),
 )
 

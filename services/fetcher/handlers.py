@@ -22,6 +22,7 @@ from common.db.runs import RunParams, RunState
 from common.mailchimp import MailchimpClient, MailchimpError
 from common.member_data import MEMBER_FIELDS, FetchedMember
 from common.messages import FetchPage, Message, StartSync
+from common.metrics import MEMBERS_FETCHED
 from common.progress import after_stage, messages_for, park_refused, unit_of_stage
 from common.runs import parse_max_time, parse_since, parse_stop_on
 from common.vocabulary import Stage
@@ -174,6 +175,7 @@ def fetch_page(deps: Deps, message: FetchPage) -> list[Message]:
         doing = f"the page of members at {message.offset}"
         return park_refused(deps.engine, state, FETCH, doing, error, deps.clock)
     members = [FetchedMember.from_api(member) for member in page["members"]]
+    MEMBERS_FETCHED.labels(message.list_id).inc(len(members))
     with deps.engine.begin() as conn:
         if not runs.share(conn, message.list_id, message.run_id, FETCH):
             return []

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import sqlalchemy as sa
 
+from common import metrics
 from common.db import cache, crm, updates
 from common.db.config import SyncConnection
 from common.vocabulary import SyncStatus
@@ -80,6 +81,9 @@ def reconcile_chunk(
     rules = connection_rules(sc)
     decisions = [_checked(g, decide(rules, g.facts)) for g in gathered]
     counts = write(conn, sc, gathered, decisions, now)
+    for outcome in (IN_SYNC, ADDED, REMOVED, QUEUED, FAILED):
+        metrics.ROWS_DECIDED.labels(sc.list_id, outcome).inc(counts[outcome])
+    metrics.UPDATES_QUEUED.labels(sc.list_id).inc(counts[UPDATES_QUEUED])
     return ChunkReport(len(rows), counts)
 
 

@@ -60,6 +60,7 @@ import sqlalchemy as sa
 from common.db import batches as sql
 from common.db import runs
 from common.mailchimp import MailchimpClient, MailchimpError, MailchimpTransientError
+from common.metrics import UPDATE_RESULTS, UPDATES_SUBMITTED
 from common.settings import Settings
 from common.vocabulary import BatchStatus, ResponseProcessed, SyncStatus
 from services.submitter.operations import (
@@ -216,6 +217,7 @@ def _post_claims(
         if claim.batch is not None:
             post_claimed(engine, client, claim)
             posted, submitted = posted + 1, submitted + len(claim.batch.update_ids)
+            UPDATES_SUBMITTED.labels(list_id).inc(len(claim.batch.update_ids))
     return posted, submitted, deferred, rejected
 
 
@@ -452,7 +454,10 @@ def _process(
         _write_outcomes(conn, plan)
         _log_unknown(conn, row, results, sql.update_ids_of_batch(conn, row.id))
         sql.finish_processing(conn, row.id, state)
-    return ProcessReport(batch_id, "processed", *plan.counts())
+    report = ProcessReport(batch_id, "processed", *plan.counts())
+    for outcome, count in zip(("ok", "redo", "fail", "missing"), plan.counts(), strict=True):
+        UPDATE_RESULTS.labels(row.list_id, outcome).inc(count)
+    return report
 
 
 NOT_RECEIVED = ResponseProcessed.NOT_RECEIVED

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 from pipeline_support import World, mismatches, mixed_world
+from prometheus_client import REGISTRY
 from rabbit_vhosts import dead_letters, isolated_rabbitmq
 from server_checks import require_server
 
@@ -53,6 +54,21 @@ def test_embedded_sync_brings_both_sides_into_agreement_then_has_nothing_to_do(
     assert "0 contacts created, 0 added to and 0 removed from groups" in second
     assert "Mailchimp: 0 changes made" in second
     assert world.request_counts().get("POST /batches", 0) == posted
+    list_id = world.audience.list_id
+    assert _counted("mcsync_members_fetched_total", audience=list_id) >= 400
+    assert _counted("mcsync_rows_decided_total", audience=list_id, outcome="queued") > 0
+    assert _counted("mcsync_updates_submitted_total", audience=list_id) > 0
+    assert _counted("mcsync_update_results_total", audience=list_id, outcome="ok") > 0
+    assert _counted("mcsync_messages_total", actor="fetch_page", outcome="processed") > 0
+    requests_made = _counted(
+        "mcsync_mailchimp_requests_total", method="POST", endpoint="/batches", status="200"
+    )
+    assert requests_made >= posted
+
+
+def _counted(name: str, **labels: str) -> float:
+    """A counter's value in this process (it counts across the tests of the session too)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def test_sync_on_rabbitmq_and_redis_with_separate_workers(world: World, database_url: str) -> None:

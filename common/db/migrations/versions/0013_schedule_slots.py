@@ -1,5 +1,7 @@
 """The sync schedule (``MCSYNC_SYNC_SCHEDULE``, hourly by default) records each time it
-triggered, so the replicas running it trigger each time once.
+triggered, so the replicas running it trigger each time once; and each audience's status
+keeps when its last completed sync ended (``last_sync_finished_at``, for its duration in
+the metrics).
 
 Revision ID: 0013_schedule_slots
 Revises: 0012_civicrm_values
@@ -27,7 +29,12 @@ def upgrade() -> None:
         sa.Column("audiences", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("slot", name=op.f("pk_mailchimpsync_schedule_slot")),
     )
+    op.add_column(
+        "civicrm_mailchimpsync_status",
+        sa.Column("last_sync_finished_at", sa.DateTime(timezone=True), nullable=True),
+    )
 
 
 def downgrade() -> None:
+    op.drop_column("civicrm_mailchimpsync_status", "last_sync_finished_at")
     op.drop_table("mailchimpsync_schedule_slot")
