@@ -17,9 +17,11 @@ from datetime import UTC, datetime
 import dramatiq
 import sqlalchemy as sa
 from dramatiq.broker import MessageProxy
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+disable_created_metrics()  # a *_created series per counter is noise on every scrape
 
 MESSAGES = Counter(
     "mcsync_messages",

@@ -218,8 +218,15 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from mcsync.probes import PortUnavailable
+
     running = workers.build(settings, args.services, threads=args.threads)
-    workers.serve_forever(running, port=settings.metrics_port)
+    try:
+        workers.serve_forever(running, port=settings.metrics_port)
+    except PortUnavailable as error:
+        running.stop()
+        print(f"mcsync worker: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

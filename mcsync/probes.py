@@ -55,12 +55,22 @@ def router(problems: Problems, registries: Sequence[CollectorRegistry] = ()) -> 
     return routes
 
 
+class PortUnavailable(OSError):
+    """The probes' port cannot be listened on (taken, or not allowed)."""
+
+
 class ProbeServer:
     """The three routes on ``host:port`` in a thread of their own (a worker process)."""
 
     def __init__(self, host: str, port: int, problems: Problems) -> None:
         handler = _handler(problems)
-        self.server = ThreadingHTTPServer((host, port), handler)
+        try:
+            self.server = ThreadingHTTPServer((host, port), handler)
+        except OSError as error:
+            raise PortUnavailable(
+                f"cannot serve the probes and metrics on port {port} ({error.strerror or error}); "
+                "set MCSYNC_METRICS_PORT to a free port, or 0 for none"
+            ) from error
         self.port = int(self.server.server_address[1])
         self._thread = threading.Thread(
             target=self.server.serve_forever, name="probes", daemon=True

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import requests
 import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
 from rabbit_vhosts import isolated_rabbitmq
 from server_checks import require_server
 
@@ -260,6 +261,7 @@ class Figures:
     wal: WalPosition  # written during the initial sync
     server_settings: dict[str, str]
     speed: tuple[MachineSpeed, MachineSpeed]  # before the floor, after the incremental sync
+    metrics: dict[str, dict[str, float]]  # each process's /metrics after the initial sync
 
 
 @dataclass(frozen=True)
@@ -362,15 +364,22 @@ def _bench(size: int, port: int) -> Figures:
             "MCSYNC_LOG_LEVEL": "WARNING",
         }
         mcsync = str(ROOT / ".venv" / "bin" / "mcsync")
+
+        def probes(offset: int) -> dict[str, str]:
+            """The worker's environment, with its probes and metrics on a port of its own."""
+            return {**env, "MCSYNC_METRICS_PORT": str(port + offset)}
+
         with (
             # Two fetchers and two reconcilers: parsing and merging a page, and deciding a
             # chunk, are Python-bound, so threads of one process queue for its GIL while
             # their SQL leaves a core idle.
-            _process(mcsync, "worker", "fetcher", "--threads", "4", env=env) as fetcher,
-            _process(mcsync, "worker", "fetcher", "--threads", "4", env=env) as fetcher2,
-            _process(mcsync, "worker", "reconciler", "--threads", "2", env=env) as reconciler,
-            _process(mcsync, "worker", "reconciler", "--threads", "2", env=env) as reconciler2,
-            _process(mcsync, "worker", "submitter", "--threads", "4", env=env) as submitter,
+            _process(mcsync, "worker", "fetcher", "--threads", "4", env=probes(2)) as fetcher,
+            _process(mcsync, "worker", "fetcher", "--threads", "4", env=probes(3)) as fetcher2,
+            _process(mcsync, "worker", "reconciler", "--threads", "2", env=probes(4)) as reconciler,
+            _process(
+                mcsync, "worker", "reconciler", "--threads", "2", env=probes(5)
+            ) as reconciler2,
+            _process(mcsync, "worker", "submitter", "--threads", "4", env=probes(6)) as submitter,
             _serving(mcsync, port + 1, env, audience.api_key) as serve,
         ):
             processes = {
@@ -394,6 +403,10 @@ def _bench(size: int, port: int) -> Figures:
             }
             stages = _stage_times(engine, audience.list_id, started)
             counts = requests.get(api_url.removesuffix("/3.0") + "/_sim/requests", timeout=10)
+            scraped = {
+                name: _scrape(f"http://127.0.0.1:{port + offset}/metrics")
+                for name, offset in METRICS_PORTS.items()
+            }
             _change_one_percent(engine, api_url.removesuffix("/3.0"), audience.list_id, size)
             started, clock = datetime.now(UTC), time.perf_counter()
             fetch_and_reconcile(settings, SyncRequest(max_time=0), True, io.StringIO(), FOLLOW_POLL)
@@ -421,6 +434,7 @@ def _bench(size: int, port: int) -> Figures:
             wal,
             server_settings,
             (speed_before, speed_after),
+            scraped,
         )
 
 
@@ -469,6 +483,42 @@ def _report(figures: Figures) -> None:
     print("peak RSS per process (MB):")
     for name, mb in figures.rss.items():
         print(f"  {mb:7.0f}  {name}")
+    print("each process's /metrics after the initial sync (counters summed over their labels):")
+    for name, samples in figures.metrics.items():
+        shown = ", ".join(f"{metric} {value:,.0f}" for metric, value in sorted(samples.items()))
+        print(f"  {name}: {shown}")
+
+
+# Where each process serves /metrics: an offset from the benchmark's port (serve: its own).
+METRICS_PORTS = {
+    "fetcher": 2,
+    "fetcher 2": 3,
+    "reconciler": 4,
+    "reconciler 2": 5,
+    "submitter": 6,
+    "mcsync serve": 1,
+}
+SHOWN_METRICS = (
+    "mcsync_messages_total",
+    "mcsync_mailchimp_requests_total",
+    "mcsync_members_fetched_total",
+    "mcsync_rows_decided_total",
+    "mcsync_updates_queued_total",
+    "mcsync_updates_submitted_total",
+    "mcsync_update_results_total",
+    "mcsync_open_batches",
+    "mcsync_last_sync_duration_seconds",
+)
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """The metrics of ``SHOWN_METRICS`` a process serves, each summed over its labels."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(requests.get(url, timeout=10).text):
+        for sample in family.samples:
+            if sample.name in SHOWN_METRICS:
+                found[sample.name] = found.get(sample.name, 0.0) + sample.value
+    return found
 
 
 @pytest.mark.parametrize("size", SIZES)

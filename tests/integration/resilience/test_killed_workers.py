@@ -115,6 +115,7 @@ def _worker_env(settings: Settings) -> dict[str, str]:
         "MCSYNC_MAILCHIMP_API_URL": settings.mailchimp_api_url,
         "MCSYNC_LOG_LEVEL": "WARNING",
         "MCSYNC_POSTING_GRACE_SECONDS": str(POSTING_GRACE_SECONDS),
+        "MCSYNC_METRICS_PORT": "0",  # no probes: a restarted worker's port may linger
     }
 
 
