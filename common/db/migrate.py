@@ -87,10 +87,16 @@ def behind(at: str | None, where: str) -> str | None:
     )
 
 
+# Held for the migration's transaction: two `mcsync migrate` at once (an initContainer per
+# replica) run one after the other, and the second finds nothing to do.
+_MIGRATION_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtext('mailchimpsync-migrate'))")
+
+
 def _run(url: str, step: Callable[[Config], None]) -> None:
     engine = create_engine(url)
     try:
         with engine.begin() as connection:
+            connection.execute(_MIGRATION_LOCK)
             step(make_config(connection))
     finally:
         engine.dispose()

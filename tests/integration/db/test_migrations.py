@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
@@ -127,3 +128,12 @@ def test_downgrade_to_base_removes_every_table_and_upgrade_works_again(scratch_u
 
 def test_a_database_never_migrated_has_no_current_revision(scratch_url: str) -> None:
     assert migrate.current(scratch_url) is None
+
+
+def test_two_migrations_at_once_run_one_after_the_other(scratch_url: str) -> None:
+    # As two replicas' initContainers would: the second waits, then finds nothing to do.
+    with ThreadPoolExecutor(2) as pool:
+        for done in [pool.submit(migrate.upgrade, scratch_url) for _ in range(2)]:
+            done.result()
+
+    assert migrate.current(scratch_url) == migrate.head()
