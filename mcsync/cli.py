@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from common import logs, outages
 from common.db import migrate
 from common.db.engine import database_url
+from common.embedded import EmbeddedPostgresMissing
 from common.outages import outage
 from common.settings import Settings, SettingsError, masked
 
@@ -29,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("pika").setLevel(logging.CRITICAL)
     try:
         result: int = args.run(settings, args)
-    except migrate.SchemaNotCurrent as error:
+    except (migrate.SchemaNotCurrent, EmbeddedPostgresMissing) as error:
         print(f"mcsync: {error}", file=sys.stderr)
         return 2
     except Exception as error:
@@ -147,9 +148,6 @@ def _positive_int(value: str) -> int:
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from common.db import migrate
-    from common.db.engine import database_url
-
     url = database_url(settings)
     if args.downgrade:
         migrate.downgrade(url, args.revision)
