@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from cronsim import CronSim, CronSimError
 
 PREFIX = "MCSYNC_"
+CRM_SCHEMES = ("mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql")
 DEFAULT_SYNC_SCHEDULE = "0 * * * *"  # every hour, on the hour (UTC), as the extension's job
 
 
@@ -36,6 +37,7 @@ class Settings:
     """Where everything lives. An empty URL means: use the embedded default."""
 
     database_url: str = ""
+    crm_url: str = ""
     broker_url: str = ""
     redis_url: str = ""
     mailchimp_api_url: str = ""
@@ -63,6 +65,11 @@ class Settings:
         return timedelta(seconds=self.posting_grace_seconds)
 
     @property
+    def embedded_crm(self) -> bool:
+        """The CRM is CiviCRM-shaped tables in our Postgres, not CiviCRM's own database."""
+        return not self.crm_url
+
+    @property
     def embedded_database(self) -> bool:
         return not self.database_url
 
@@ -77,6 +84,7 @@ class Settings:
         reader = _Reader(env)
         return cls(
             database_url=reader.url("DATABASE_URL", ("postgresql", "postgresql+psycopg")),
+            crm_url=reader.url("CRM_URL", CRM_SCHEMES),
             broker_url=reader.url("BROKER_URL", ("amqp", "amqps")),
             redis_url=reader.url("REDIS_URL", ("redis", "rediss", "unix")),
             mailchimp_api_url=reader.url("MAILCHIMP_API_URL", ("http", "https")),

@@ -28,6 +28,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.run not in LONG_RUNNING:
         # A broker that does not answer is our one line below, not pika's four ERRORs.
         logging.getLogger("pika").setLevel(logging.CRITICAL)
+    if settings.crm_url and args.run not in CIVICRM_READY:
+        print(
+            "mcsync: MCSYNC_CRM_URL is set, but syncing CiviCRM's own database is not built "
+            "yet: `mcsync crm check` checks that database; unset MCSYNC_CRM_URL to sync the "
+            "embedded CRM",
+            file=sys.stderr,
+        )
+        return 2
     try:
         result: int = args.run(settings, args)
     except (migrate.SchemaNotCurrent, EmbeddedPostgresMissing) as error:
@@ -124,6 +132,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8080)
     serve.set_defaults(run=_serve)
+
+    crm = commands.add_parser("crm", help="the CRM the sync works with")
+    crm_commands = crm.add_subparsers(required=True, metavar="command")
+    crm_check = crm_commands.add_parser(
+        "check",
+        help="is the CRM reachable, is it CiviCRM, may the sync read and write what it needs",
+    )
+    crm_check.set_defaults(run=_crm_check)
     _add_admin_commands(commands)
     return parser
 
@@ -228,6 +244,32 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _crm_check(settings: Settings, args: argparse.Namespace) -> int:
+    from common.crm import civicrm
+
+    if settings.embedded_crm:
+        migrate.require_current(database_url(settings))
+        print(
+            "CRM: the embedded one, CiviCRM-shaped tables in the sync's own Postgres "
+            "(MCSYNC_CRM_URL is not set); its tables are in place"
+        )
+        return 0
+    engine = civicrm.crm_engine(settings.crm_url)
+    try:
+        found = civicrm.check(engine)
+    finally:
+        engine.dispose()
+    print(f"CRM: {found.where}")
+    if found.server:
+        version = f"CiviCRM {found.civicrm_version}" if found.civicrm_version else "CiviCRM"
+        print(f"  {version} on {found.server}; tables found: {', '.join(found.tables) or 'none'}")
+    for problem in found.problems:
+        print(f"mcsync crm check: {problem}", file=sys.stderr)
+    if found.fit:
+        print("  the sync may read and write what it needs there")
+    return 0 if found.fit else 2
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from mcsync import serve
 
@@ -237,6 +279,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 LONG_RUNNING = frozenset({_worker, _serve})  # commands that run until stopped
+CIVICRM_READY = frozenset({_crm_check, _migrate})  # commands that work with MCSYNC_CRM_URL
 
 if __name__ == "__main__":
     sys.exit(main())
