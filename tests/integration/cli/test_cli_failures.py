@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from scratch_databases import scratch_database
 
-from common.db.engine import create_engine
 from mcsync import cli
 
 pytestmark = pytest.mark.integration
@@ -85,18 +85,8 @@ def test_a_broker_that_does_not_answer_is_one_line_naming_it(
 
 @pytest.fixture
 def unmigrated_url(database_url: str, test_run_lock: None) -> Iterator[str]:
-    admin = create_engine(
-        sa.make_url(database_url).set(database="postgres").render_as_string(hide_password=False)
-    ).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {SCRATCH} WITH (FORCE)"))
-        conn.execute(sa.text(f"CREATE DATABASE {SCRATCH}"))
-    try:
-        yield sa.make_url(database_url).set(database=SCRATCH).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {SCRATCH} WITH (FORCE)"))
-        admin.dispose()
+    with scratch_database(database_url, SCRATCH) as url:
+        yield url
 
 
 def test_a_database_not_migrated_says_to_migrate(

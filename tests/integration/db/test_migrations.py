@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from scratch_databases import scratch_database
 
 from common.db import migrate
 from common.db.engine import create_engine
@@ -44,18 +45,8 @@ CATALOG = sa.text("""
 @pytest.fixture
 def scratch_url(database_url: str, test_run_lock: None) -> Iterator[str]:
     """A freshly created, empty database on the test server; dropped afterwards."""
-    admin = create_engine(
-        sa.make_url(database_url).set(database="postgres").render_as_string(hide_password=False)
-    ).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {SCRATCH} WITH (FORCE)"))
-        conn.execute(sa.text(f"CREATE DATABASE {SCRATCH}"))
-    try:
-        yield sa.make_url(database_url).set(database=SCRATCH).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {SCRATCH} WITH (FORCE)"))
-        admin.dispose()
+    with scratch_database(database_url, SCRATCH) as url:
+        yield url
 
 
 def _inspect(url: str) -> tuple[set[str], list[tuple[str, ...]], list[tuple[object, ...]]]:

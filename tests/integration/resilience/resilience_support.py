@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import sys
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,19 +18,20 @@ if str(PIPELINE) not in sys.path:
     sys.path.insert(0, str(PIPELINE))
 
 from pipeline_support import World, crm_statuses, mismatches, mixed_world  # noqa: E402
+from simulator_support import posted_operation_ids  # noqa: E402
 
 from common.db import runs  # noqa: E402
 from common.db.runs import RunState  # noqa: E402
 from common.settings import Settings  # noqa: E402
 from mcsync.demo import SUBSCRIPTION_GROUP  # noqa: E402
 from mcsync.sync import SyncRequest, fetch_and_reconcile  # noqa: E402
-from sim.mailchimp import Simulator  # noqa: E402
 
 __all__ = [
     "World",
     "crm_statuses",
     "mismatches",
     "mixed_world",
+    "posted_operation_ids",
 ]
 
 
@@ -52,16 +52,6 @@ def run_state(engine: sa.Engine, list_id: str) -> RunState:
     state = read_run_state(engine, list_id)
     assert state is not None
     return state
-
-
-def posted_operation_ids(simulator: Simulator) -> Counter[str]:
-    """How often each operation id reached the simulator, across every batch it received."""
-    seen: Counter[str] = Counter()
-    with simulator.lock:
-        for account in simulator.accounts.values():
-            for batch in account.batches.values():
-                seen.update(str(op.operation_id) for op in batch.operations)
-    return seen
 
 
 @dataclass(frozen=True)

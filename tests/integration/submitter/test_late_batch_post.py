@@ -8,16 +8,15 @@ again while the late batch can still land, nor lets two batches hold the same up
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from simulator_support import posted_operation_ids
 from submitter_support import Audience, batches, new_subscribers, rows, updates, utcnow
 
 from common.mailchimp import MailchimpClient, MailchimpTransientError
 from services.submitter.handlers import UNANSWERED_AFTER, submit_updates
-from sim.mailchimp import Simulator
 
 pytestmark = pytest.mark.integration
 
@@ -33,16 +32,6 @@ def impatient(audience: Audience) -> Iterator[MailchimpClient]:
     )
     yield client
     client.close()
-
-
-def executed(simulator: Simulator) -> Counter[str]:
-    """How often each operation id reached Mailchimp, in every batch it created."""
-    seen: Counter[str] = Counter()
-    with simulator.lock:
-        for account in simulator.accounts.values():
-            for batch in account.batches.values():
-                seen.update(str(op.operation_id) for op in batch.operations)
-    return seen
 
 
 @pytest.mark.parametrize("late_by", [TIMEOUT + 0.1, 1.2, GRACE.total_seconds() - 0.6])
@@ -70,8 +59,8 @@ def test_a_batch_mailchimp_creates_after_the_post_timed_out_runs_its_operations_
     time.sleep(max(0.0, posted_at + late_by + 0.5 - time.monotonic()))  # the late POST landed
     audience.wait_batches_finished()
 
-    assert set(executed(audience.running.simulator).values()) == {1}
-    assert len(executed(audience.running.simulator)) == 5
+    assert set(posted_operation_ids(audience.running.simulator).values()) == {1}
+    assert len(posted_operation_ids(audience.running.simulator)) == 5
     assert all(u.completed and u.error_response is None for u in updates(audience.engine))
     assert {r.sync_status for r in rows(audience.engine).values()} == {"ok"}
     assert {m["status"] for m in audience.members().values()} == {"subscribed"}
@@ -93,5 +82,5 @@ def test_a_late_batch_is_adopted_as_soon_as_its_post_has_surely_ended(
 
     assert (early.adopted, early.released) == ((), ())
     assert len(later.adopted) == 1 and later.released == ()
-    assert set(executed(audience.running.simulator).values()) == {1}
+    assert set(posted_operation_ids(audience.running.simulator).values()) == {1}
     assert {r.sync_status for r in rows(audience.engine).values()} == {"ok"}
