@@ -34,14 +34,14 @@ class Periodic:
         self.every_seconds = every_seconds
         self.max_backoff_seconds = max(max_backoff_seconds, every_seconds)
         self.at_once = at_once
-        self.failures = FailureLog(name, log)
+        self.failure_log = FailureLog(name, log)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
     def healthy(self) -> bool:
         """The last try worked (or none failed yet)."""
-        return self.failures.failing_since is None
+        return self.failure_log.failing_since is None
 
     def start(self) -> None:
         if self._thread is not None:
@@ -62,14 +62,14 @@ class Periodic:
         try:
             self.work()
         except Exception as error:  # the thread must outlive any failure: tried again later
-            self.failures.failed(error)
+            self.failure_log.failed(error)
             return False
-        self.failures.worked()
+        self.failure_log.worked()
         return True
 
     def pause(self) -> float:
         """Seconds until the next try: the period, doubled after each failure in a row."""
-        failed = self.failures.failures
+        failed = self.failure_log.failures
         if not failed:
             return self.every_seconds
         backoff: float = self.every_seconds * 2.0 ** (failed - 1)

@@ -79,7 +79,7 @@ def test_the_pause_doubles_after_each_failure_up_to_the_cap() -> None:
     periodic = Periodic("poller", lambda: None, every_seconds=15, max_backoff_seconds=60)
     pauses = []
     for failures in range(5):
-        periodic.failures.failures = failures
+        periodic.failure_log.failures = failures
         pauses.append(periodic.pause())
     assert pauses == [15, 15, 30, 60, 60]
 
