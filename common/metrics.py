@@ -21,6 +21,8 @@ from prometheus_client import Counter, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from common.runs import stopped_as_asked
+
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series: noise
 
 MESSAGES = Counter(
@@ -92,7 +94,7 @@ def endpoint(path: str) -> str:
 
 def parked_why(reason: str) -> str:
     """The kind of a run's parked reason, for a bounded label set."""
-    if reason.endswith("(stop_on)"):
+    if stopped_as_asked(reason):
         return "stop_on"
     if reason.startswith("max_time"):
         return "max_time"
@@ -183,17 +185,18 @@ _AUDIENCES = sa.text("""
     SELECT c.mailchimp_list_id AS list_id,
         s.run_id IS NOT NULL AND s.parked_reason IS NULL AS active, s.parked_reason,
         s.last_sync_at, s.last_sync_finished_at AS last_sync_end,
-        (SELECT count(*) FROM civicrm_mailchimpsync_batch b
-            WHERE b.mailchimp_list_id = c.mailchimp_list_id AND b.response_processed < 2
-              AND coalesce(b.status, '') <> 'aborted') AS open_batches,
-        (SELECT min(b.submitted_at) FROM civicrm_mailchimpsync_batch b
-            WHERE b.mailchimp_list_id = c.mailchimp_list_id AND b.response_processed < 2
-              AND coalesce(b.status, '') <> 'aborted') AS oldest_batch,
+        b.open_batches, b.oldest_batch,
         (SELECT count(*) FROM civicrm_mailchimpsync_update u
             JOIN civicrm_mailchimpsync_cache k ON k.id = u.mailchimpsync_cache_id
             WHERE u.mailchimpsync_batch_id IS NULL AND NOT u.completed
               AND k.mailchimp_list_id = c.mailchimp_list_id) AS unsubmitted
     FROM mailchimpsync_connection c
     LEFT JOIN civicrm_mailchimpsync_status s ON s.list_id = c.mailchimp_list_id
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS open_batches, min(submitted_at) AS oldest_batch
+        FROM civicrm_mailchimpsync_batch
+        WHERE mailchimp_list_id = c.mailchimp_list_id AND response_processed < 2
+          AND coalesce(status, '') <> 'aborted'
+    ) AS b
     ORDER BY c.mailchimp_list_id
 """)
