@@ -47,6 +47,7 @@ REMOVED = "removed_from_group"
 QUEUED = "queued"
 FAILED = "failed"
 UPDATES_QUEUED = "updates_queued"
+OUTCOMES = (IN_SYNC, ADDED, REMOVED, QUEUED, FAILED)
 NO_PLUGIN_DATA = PluginData()  # immutable: one for every row when the audience syncs no data
 
 
@@ -81,7 +82,7 @@ def reconcile_chunk(
     rules = connection_rules(sc)
     decisions = [_checked(g, decide(rules, g.facts)) for g in gathered]
     counts = write(conn, sc, gathered, decisions, now)
-    for outcome in (IN_SYNC, ADDED, REMOVED, QUEUED, FAILED):
+    for outcome in OUTCOMES:
         metrics.ROWS_DECIDED.labels(sc.list_id, outcome).inc(counts[outcome])
     metrics.UPDATES_QUEUED.labels(sc.list_id).inc(counts[UPDATES_QUEUED])
     return ChunkReport(len(rows), counts)
@@ -255,7 +256,7 @@ def _final_status(gathered: _Gathered, decision: RowDecision) -> SyncStatus:
 def _outcome_counts(
     decisions: Sequence[RowDecision], statuses: Sequence[SyncStatus]
 ) -> dict[str, int]:
-    counts = dict.fromkeys((IN_SYNC, ADDED, REMOVED, QUEUED, FAILED), 0)
+    counts = dict.fromkeys(OUTCOMES, 0)
     for decision, status in zip(decisions, statuses, strict=True):
         counts[_kind(decision, status)] += 1
     return counts
