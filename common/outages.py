@@ -13,12 +13,14 @@ import time
 import dramatiq.errors
 import pika.exceptions
 import psycopg
+import pymysql
 import redis.exceptions
 import sqlalchemy.exc
 
 DATABASE = "the database"
 BROKER = "the broker"
 REDIS = "Redis"
+CRM = "the CRM"
 
 _KINDS: tuple[tuple[str, tuple[type[BaseException], ...]], ...] = (
     (BROKER, (dramatiq.errors.BrokerConnectionError, pika.exceptions.AMQPError)),
@@ -39,6 +41,8 @@ def outage(error: BaseException) -> str | None:
         seen.add(id(current))
         if _database_gone(current):
             return DATABASE
+        if _crm_gone(current):
+            return CRM
         for what, types in _KINDS:
             if isinstance(current, types):
                 return what
@@ -46,11 +50,26 @@ def outage(error: BaseException) -> str | None:
     return None
 
 
+# MySQL's client errors of a server that does not answer or went away.
+_CRM_GONE = (2003, 2005, 2006, 2013)
+
+
+def _crm_gone(error: BaseException) -> bool:
+    """CiviCRM's MySQL/MariaDB does not answer (``MCSYNC_CRM_URL``)."""
+    if isinstance(error, sqlalchemy.exc.DBAPIError):
+        error = error.orig or error
+    if not isinstance(error, pymysql.err.OperationalError):
+        return False
+    return bool(error.args) and error.args[0] in _CRM_GONE
+
+
 def _database_gone(error: BaseException) -> bool:
     if isinstance(error, sqlalchemy.exc.DisconnectionError):
         return True
     if not isinstance(error, sqlalchemy.exc.DBAPIError):
         return False
+    if isinstance(error.orig, pymysql.err.Error):
+        return False  # the CRM's
     if error.connection_invalidated:
         return True
     original = error.orig

@@ -10,6 +10,8 @@ import redis
 import sqlalchemy as sa
 
 from common.broker import send
+from common.crm.civicrm import crm_engine
+from common.crm.writes import EMBEDDED, CiviCrm, CrmWrites
 from common.db.engine import create_engine, database_url
 from common.limits import ConnectionLimiter, LocalConnectionLimiter, RedisConnectionLimiter
 from common.mailchimp import MailchimpClient
@@ -57,9 +59,12 @@ class Runtime:
     broker: dramatiq.Broker
     limiter: ConnectionLimiter
     _clients: MailchimpClients = field(init=False)
+    crm: CrmWrites = field(init=False)
 
     def __post_init__(self) -> None:
         self._clients = MailchimpClients(self.settings, self.limiter)
+        url = self.settings.crm_url
+        self.crm = CiviCrm(crm_engine(url)) if url else EMBEDDED
 
     @classmethod
     def start(cls, settings: Settings, broker: dramatiq.Broker) -> Runtime:
@@ -75,6 +80,8 @@ class Runtime:
     def close(self) -> None:
         self._clients.close()
         self.engine.dispose()
+        if isinstance(self.crm, CiviCrm):
+            self.crm.engine.dispose()
 
 
 REDIS_TIMEOUT = 5.0  # seconds

@@ -28,11 +28,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.run not in LONG_RUNNING:
         # A broker that does not answer is our one line below, not pika's four ERRORs.
         logging.getLogger("pika").setLevel(logging.CRITICAL)
-    if settings.crm_url and args.run not in CIVICRM_READY:
+    if settings.crm_url and args.run in EMBEDDED_ONLY:
         print(
-            "mcsync: MCSYNC_CRM_URL is set, but syncing CiviCRM's own database is not built "
-            "yet: `mcsync crm check` checks that database; unset MCSYNC_CRM_URL to sync the "
-            "embedded CRM",
+            "mcsync: the demo seeds the embedded CRM, and MCSYNC_CRM_URL names CiviCRM's own "
+            "database: unset MCSYNC_CRM_URL to run the demo",
             file=sys.stderr,
         )
         return 2
@@ -59,6 +58,7 @@ def _where(what: str, settings: Settings) -> str:
         outages.DATABASE: settings.database_url or f"the embedded Postgres in {settings.data_dir}",
         outages.BROKER: settings.broker_url,
         outages.REDIS: settings.redis_url,
+        outages.CRM: settings.crm_url,
     }[what]
     return masked(url)
 
@@ -279,7 +279,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 LONG_RUNNING = frozenset({_worker, _serve})  # commands that run until stopped
-CIVICRM_READY = frozenset({_crm_check, _migrate})  # commands that work with MCSYNC_CRM_URL
+EMBEDDED_ONLY = frozenset({_demo})  # commands that refuse MCSYNC_CRM_URL
 
 if __name__ == "__main__":
     sys.exit(main())

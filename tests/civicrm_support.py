@@ -58,3 +58,82 @@ def crm_user(database: str, user: str, password: str, grants: dict[str, str]) ->
     finally:
         with root() as conn, conn.cursor() as cursor:
             cursor.execute(f"DROP USER IF EXISTS '{user}'@'%'")
+
+
+class CiviCrmTables:
+    """CiviCRM's tables in a test database, written and read as CiviCRM's users would."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+
+    def _connect(self) -> pymysql.Connection:  # type: ignore[type-arg]
+        return pymysql.connect(
+            host=HOST,
+            port=PORT,
+            user="root",
+            database=self.database,
+            autocommit=True,
+            init_command="SET time_zone = '+00:00'",
+        )
+
+    def execute(self, sql: str, *args: object) -> int:
+        """Run one statement; the id it inserted (or the rows it changed)."""
+        with self._connect() as conn, conn.cursor() as cursor:
+            changed = cursor.execute(sql, args)
+            return int(cursor.lastrowid or changed)
+
+    def rows(self, sql: str, *args: object) -> list[tuple[object, ...]]:
+        with self._connect() as conn, conn.cursor() as cursor:
+            cursor.execute(sql, args)
+            return [tuple(row) for row in cursor.fetchall()]
+
+    def group(self, name: str) -> int:
+        return self.execute(
+            "INSERT INTO civicrm_group (name, title, frontend_title) VALUES (%s, %s, %s)",
+            name,
+            name.title(),
+            name.title(),
+        )
+
+    def contact(self, first: str, last: str, *emails: str) -> int:
+        """An Individual; its first email is primary and bulk-mail."""
+        cid = self.execute(
+            "INSERT INTO civicrm_contact (contact_type, first_name, last_name, display_name, "
+            "sort_name, created_date) VALUES ('Individual', %s, %s, %s, %s, NOW())",
+            first,
+            last,
+            f"{first} {last}",
+            f"{last}, {first}",
+        )
+        for n, email in enumerate(emails):
+            self.execute(
+                "INSERT INTO civicrm_email (contact_id, email, is_primary, is_bulkmail) "
+                "VALUES (%s, %s, %s, %s)",
+                cid,
+                email,
+                n == 0,
+                n == 0,
+            )
+        return cid
+
+    def join(
+        self, contact: int, group: int, status: str, date: str | None = None, method: str = "Admin"
+    ) -> None:
+        """CiviCRM's own change of membership: the row and its history (dated now if no
+        ``date``)."""
+        self.execute(
+            "INSERT INTO civicrm_group_contact (group_id, contact_id, status) VALUES (%s, %s, %s) "
+            "ON DUPLICATE KEY UPDATE status = VALUES(status)",
+            group,
+            contact,
+            status,
+        )
+        self.execute(
+            "INSERT INTO civicrm_subscription_history (contact_id, group_id, date, method, status)"
+            " VALUES (%s, %s, coalesce(%s, CURRENT_TIMESTAMP), %s, %s)",
+            contact,
+            group,
+            date,
+            method,
+            status,
+        )

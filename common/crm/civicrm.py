@@ -8,7 +8,7 @@ line naming what is missing. The tables are CiviCRM's: nothing here creates or a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -17,6 +17,7 @@ from common.outages import describe
 from common.settings import masked
 
 CONNECT_TIMEOUT = 5  # seconds
+UTC_SESSION = "SET time_zone = '+00:00'"
 
 # What the sync reads and writes in CiviCRM, per table: the columns, and the privileges.
 NEEDED_COLUMNS: Mapping[str, tuple[str, ...]] = {
@@ -63,14 +64,15 @@ NEEDED_PRIVILEGES: Mapping[str, tuple[str, ...]] = {
 
 
 def crm_engine(url: str) -> sa.Engine:
-    """An engine on CiviCRM's database (PyMySQL; utf8mb4, as CiviCRM's tables are)."""
+    """An engine on CiviCRM's database (PyMySQL; utf8mb4, as CiviCRM's tables are), each
+    session in UTC: CiviCRM's TIMESTAMP columns are read and written as UTC."""
     parsed = sa.make_url(url).set(drivername="mysql+pymysql")
     query = dict(parsed.query) | {"charset": "utf8mb4"}
     return sa.create_engine(
         parsed.set(query=query),
         pool_pre_ping=True,
         pool_recycle=1800,
-        connect_args={"connect_timeout": CONNECT_TIMEOUT},
+        connect_args={"connect_timeout": CONNECT_TIMEOUT, "init_command": UTC_SESSION},
     )
 
 
@@ -203,3 +205,21 @@ def _missing_privileges(granted: Mapping[str, set[str]]) -> list[str]:
         if missing:
             problems.append(f"the CRM's user may not {', '.join(missing)} on {table}")
     return problems
+
+
+def missing_groups(engine: sa.Engine, group_ids: Iterable[int]) -> list[int]:
+    """Those of ``group_ids`` that are not groups in CiviCRM's ``civicrm_group``, ascending."""
+    wanted = sorted(set(group_ids))
+    if not wanted:
+        return []
+    with engine.connect() as conn:
+        found = {
+            int(row[0])
+            for row in conn.execute(
+                sa.text("SELECT id FROM civicrm_group WHERE id IN :ids").bindparams(
+                    sa.bindparam("ids", expanding=True)
+                ),
+                {"ids": wanted},
+            )
+        }
+    return [group_id for group_id in wanted if group_id not in found]

@@ -33,6 +33,7 @@ __all__ = [
     "NewEmail",
     "add_emails",
     "best_emails",
+    "clean_name",
     "contact_count",
     "contact_details",
     "contact_group_facts",
@@ -172,13 +173,13 @@ def set_contact_names(
 ) -> int:
     """Take the names that are given and not blank; a missing or blank one (an empty merge
     field at Mailchimp) leaves the CRM's name as it is. Returns the contacts changed."""
-    first, last = _name(first_name), _name(last_name)
+    first, last = clean_name(first_name), clean_name(last_name)
     if first is None and last is None:
         return 0
     return conn.execute(_SET_NAMES, {"id": contact_id, "first": first, "last": last}).rowcount
 
 
-def _name(value: str | None) -> str | None:
+def clean_name(value: str | None) -> str | None:
     """A name as ``civicrm_contact`` holds it (64 characters), None when blank."""
     return (value or "").strip()[:64] or None
 

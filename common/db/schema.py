@@ -298,6 +298,15 @@ webhook_secret = Table(
     _now(),
 )
 
+# With CiviCRM as the CRM: the history id read into the copy through, per group.
+crm_read = Table(
+    "mailchimpsync_crm_read",
+    metadata,
+    Column("group_id", Integer, primary_key=True),
+    Column("history_id", BigInteger, nullable=False),
+    Column("read_at", DateTime(timezone=True), nullable=False),
+)
+
 # --- the CRM (CiviCRM's names and meaning, a subset) ----------------------------------------
 # Each column takes what CiviCRM's schema takes (``schema/*/*.entityType.php``): no CHECK on a
 # status (its history holds ``Deleted`` too), nullable where CiviCRM's column is.

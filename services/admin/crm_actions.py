@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import sqlalchemy as sa
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from common.crm import civicrm
 from common.db import cache, config, runs, stats
 from common.db.config import SyncConnection
 from common.mailchimp import InvalidApiKey, MailchimpError, MailchimpTransientError
@@ -241,7 +242,7 @@ def update_config(ctx: AdminContext, params: UpdateConfigParams) -> dict[str, An
     wanted = parse_config(params.config)
     with ctx.engine.begin() as conn:
         config.lock_config(conn)
-        missing = config.missing_groups(conn, wanted.group_ids())
+        missing = _missing_groups(ctx, conn, wanted.group_ids())
         if missing:
             groups = ", ".join(map(str, missing))
             raise ParamError(f"config: no CRM group has the id {groups}", "config")
@@ -249,6 +250,20 @@ def update_config(ctx: AdminContext, params: UpdateConfigParams) -> dict[str, An
         stored = config.read_config(conn)
     log.info("configuration updated; audiences removed: %s", removed or "none")
     return {"config": config_json(stored), "removed_audiences": removed}
+
+
+def _missing_groups(ctx: AdminContext, conn: sa.Connection, group_ids: set[int]) -> list[int]:
+    """The group ids the configured CRM lacks: CiviCRM's own groups with MCSYNC_CRM_URL."""
+    if ctx.settings.embedded_crm:
+        return config.missing_groups(conn, group_ids)
+    engine = civicrm.crm_engine(ctx.settings.crm_url)
+    try:
+        return civicrm.missing_groups(engine, group_ids)
+    except sa.exc.SQLAlchemyError as error:
+        found = civicrm.check(engine)
+        raise Unavailable("; ".join(found.problems) or f"the CRM failed: {error}") from None
+    finally:
+        engine.dispose()
 
 
 # --- MailchimpsyncCache.get -------------------------------------------------------------------

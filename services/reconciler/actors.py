@@ -21,8 +21,8 @@ def register(runtime: Runtime) -> list[dramatiq.Actor[..., None]]:
     again finds nothing to do.
     """
     plugins = discover()
-    deps = handlers.Deps(runtime.engine, utc_now, plugins)
-    now_deps = member_now.Deps(runtime.engine, runtime.mailchimp, utc_now, plugins)
+    deps = handlers.Deps(runtime.engine, utc_now, plugins, runtime.crm)
+    now_deps = member_now.Deps(runtime.engine, runtime.mailchimp, utc_now, plugins, runtime.crm)
     return [
         declare(runtime, RunCrmStages, lambda message: handlers.run_crm_stages(deps, message)),
         declare(runtime, ReconcileChunk, lambda message: handlers.reconcile_chunk(deps, message)),

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import sqlalchemy as sa
 
 from common import metrics
+from common.crm.writes import EMBEDDED, CrmWrites
 from common.db import cache, crm, updates
 from common.db.config import SyncConnection
 from common.vocabulary import SyncStatus
@@ -71,17 +72,22 @@ class _Gathered(NamedTuple):
 
 
 def reconcile_chunk(
-    conn: sa.Connection, sc: SyncConnection, cache_ids: Sequence[int], now: datetime
+    conn: sa.Connection,
+    sc: SyncConnection,
+    cache_ids: Sequence[int],
+    now: datetime,
+    writes: CrmWrites = EMBEDDED,
 ) -> ChunkReport:
     """Claim, decide and write those of ``cache_ids`` still ``todo``; CRM changes are dated
-    ``now``. Rows locked by another transaction are skipped, not waited for."""
+    ``now`` (to the second, as CiviCRM keeps dates) and made by ``writes``. Rows locked by
+    another transaction are skipped, not waited for."""
     rows = cache.claim_todo_rows(conn, sc.list_id, cache_ids)
     if not rows:
         return ChunkReport(0, {})
     gathered = gather(conn, sc, rows)
     rules = connection_rules(sc)
     decisions = [_checked(g, decide(rules, g.facts)) for g in gathered]
-    counts = write(conn, sc, gathered, decisions, now)
+    counts = write(conn, sc, gathered, decisions, now, writes)
     for outcome in OUTCOMES:
         metrics.ROWS_DECIDED.labels(sc.list_id, outcome).inc(counts[outcome])
     metrics.UPDATES_QUEUED.labels(sc.list_id).inc(counts[UPDATES_QUEUED])
@@ -162,14 +168,15 @@ def write(
     gathered: Sequence[_Gathered],
     decisions: Sequence[RowDecision],
     now: datetime,
+    writes: CrmWrites = EMBEDDED,
 ) -> dict[str, int]:
     """Apply the chunk's decisions: one bulk statement per kind of write. Returns counts.
 
     Each decided row's ``civicrm_groups`` snapshot is written with its status: the newest
     history per group once the chunk's own changes are in, so they are not news to the next
     incremental run (other rows of a changed contact get the same snapshot)."""
-    changes = _membership_changes(gathered, decisions, now)
-    crm.set_memberships(conn, changes)
+    changes = _membership_changes(gathered, decisions, now.replace(microsecond=0))
+    writes.set_memberships(conn, changes)
     snapshots = _snapshots_after(gathered, changes)
     new_updates = _new_updates(decisions)
     updates.insert_updates(conn, new_updates)

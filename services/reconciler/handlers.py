@@ -20,6 +20,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from common import logs
+from common.crm.writes import EMBEDDED, CrmWrites
 from common.db import config, runs
 from common.db.config import SyncConnection
 from common.db.runs import RunState
@@ -32,6 +33,7 @@ from services.reconciler.plugins import DataPlugin
 log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1000
+FIX = Stage.READY_TO_FIX_CONTACT_IDS
 QUEUE = Stage.READY_TO_RECONCILE_QUEUE
 SUBMIT = Stage.READY_TO_SUBMIT_UPDATES
 
@@ -41,6 +43,7 @@ class Deps:
     engine: sa.Engine
     clock: Callable[[], datetime]
     plugins: Sequence[DataPlugin] = ()
+    crm: CrmWrites = EMBEDDED
 
 
 def _run_stage(conn: sa.Connection, deps: Deps, connection: SyncConnection, state: RunState) -> str:
@@ -50,7 +53,8 @@ def _run_stage(conn: sa.Connection, deps: Deps, connection: SyncConnection, stat
         case Stage.READY_TO_FIX_CONTACT_IDS:
             report = stages.fix_contact_ids(conn, connection)
         case Stage.READY_TO_CREATE_NEW_CONTACTS_FROM_MAILCHIMP:
-            report = stages.create_new_contacts_from_mailchimp(conn, connection)
+            writes = deps.crm.for_run(f"mcsync:{state.run_id}")
+            report = stages.create_new_contacts_from_mailchimp(conn, connection, None, writes)
         case Stage.READY_TO_CLEAN_UP_DUPLICATES:
             report = stages.clean_up_duplicates(conn, connection)
         case Stage.READY_TO_ADD_CIVI_ONLY:
@@ -67,6 +71,8 @@ def _run_stage(conn: sa.Connection, deps: Deps, connection: SyncConnection, stat
 
 def run_crm_stages(deps: Deps, message: RunCrmStages) -> list[Message]:
     """Run CRM stages until the run reaches the reconcile queue, parks or leaves us."""
+    if not _refresh_crm_facts(deps, message):
+        return []
     while True:
         with deps.engine.begin() as conn:
             state = runs.lock(conn, message.list_id)
@@ -82,6 +88,29 @@ def run_crm_stages(deps: Deps, message: RunCrmStages) -> list[Message]:
             sent = after_stage(conn, state, completed, connection.data_sync, deps.clock())
         if sent != [message]:
             return sent
+
+
+def _refresh_crm_facts(deps: Deps, message: RunCrmStages) -> bool:
+    """Before ``readyToFixContactIds``, bring the run's CRM facts up to date (CiviCRM's copy,
+    outside the status row's lock: it takes a while). A CRM the sync cannot work with parks
+    the run, its problems in the status log. Returns whether the stages may go on."""
+    with deps.engine.connect() as conn:
+        state = runs.read(conn, message.list_id)
+        connection = config.connection_for(conn, message.list_id)
+    if state is None or connection is None or not state.current(message.run_id, FIX):
+        return True
+    problems = deps.crm.problems()
+    if problems:
+        reason = "the CRM cannot be synced: " + "; ".join(problems)
+        log.warning("audience %s: %s; the run is parked", message.list_id, reason)
+        with deps.engine.begin() as conn:
+            runs.park_if_current(conn, message.list_id, message.run_id, FIX, deps.clock(), reason)
+        return False
+    report = deps.crm.refresh(deps.engine, connection.group_ids)
+    if report is not None:
+        with deps.engine.begin() as conn:
+            runs.log(conn, message.list_id, report.line, deps.clock())
+    return True
 
 
 def _plan_queue(
@@ -116,7 +145,8 @@ def reconcile_chunk(deps: Deps, message: ReconcileChunk) -> list[Message]:
             conn, message.list_id, message.run_id, message.first_id, deps.clock()
         )
         if taken is not None:
-            report = chunk.reconcile_chunk(conn, connection, taken, deps.clock())
+            writes = deps.crm.for_run(f"mcsync:{message.run_id}")
+            report = chunk.reconcile_chunk(conn, connection, taken, deps.clock(), writes)
             queued = report.counts.get(chunk.UPDATES_QUEUED, 0)
     # Not inside the chunk's transaction: that one shares the status row with other chunks.
     with deps.engine.begin() as conn:

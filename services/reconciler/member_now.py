@@ -20,6 +20,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from common.audience_events import AudienceEvent, AudienceEventType
+from common.crm.writes import EMBEDDED, CrmWrites
 from common.db import cache, config, crm, inbox, updates
 from common.db.config import SyncConnection
 from common.mailchimp import MailchimpClient, MailchimpError
@@ -44,6 +45,7 @@ class Deps:
     mailchimp: Callable[[str], MailchimpClient]
     clock: Callable[[], datetime]
     plugins: Sequence[DataPlugin] = ()
+    crm: CrmWrites = EMBEDDED
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ def sync_member(deps: Deps, message: SyncMember) -> list[Message]:
         if connection is None:
             outcome = Outcome("ignored: the audience is no longer synced")
         else:
-            outcome = apply_event(conn, connection, event, member, deps.plugins, now)
+            writes = deps.crm.for_run(f"mcsync:event:{message.event_id}")
+            outcome = apply_event(conn, connection, event, member, deps.plugins, now, writes)
         inbox.finish(conn, message.event_id, outcome.line, now)
     log.info("event %s (%s %s): %s", message.event_id, event.type, stored.list_id, outcome.line)
     if outcome.updates_queued:
@@ -101,10 +104,13 @@ def apply_event(
     member: FetchedMember | None,
     plugins: Sequence[DataPlugin],
     now: datetime,
+    writes: CrmWrites = EMBEDDED,
 ) -> Outcome:
-    """The event's rules, then the member's row through the stages and the decision."""
+    """The event's rules, then the member's row through the stages and the decision; the
+    CRM's facts of the member's contacts are brought up to date first."""
+    _freshen(conn, sc, event, writes)
     if event.type is AudienceEventType.UPEMAIL:
-        _move_to_new_address(conn, sc, event, member)
+        _move_to_new_address(conn, sc, event, member, writes)
     if member is not None:
         cache.merge_fetched(conn, sc.list_id, sc.subscription_group_id, [member])
     row = cache.row_of_member(conn, sc.list_id, member.member_id if member else None, event.email)
@@ -113,10 +119,19 @@ def apply_event(
     if event.type in (AudienceEventType.UNSUBSCRIBE, AudienceEventType.CLEANED):
         _cancel_unsubmitted(conn, row.id, event.type)
     if event.type is AudienceEventType.CLEANED:
-        crm.put_emails_on_hold(conn, [event.email], now)
+        writes.put_emails_on_hold(conn, [event.email], now)
     if member is None:
         return Outcome("the member is not at Mailchimp: left to the next sync")
-    return _sync_row(conn, sc, event, row.id, plugins, now)
+    return _sync_row(conn, sc, event, row.id, plugins, now, writes)
+
+
+def _freshen(
+    conn: sa.Connection, sc: SyncConnection, event: AudienceEvent, writes: CrmWrites
+) -> None:
+    emails = [e for e in (event.email, event.old_email) if e]
+    rows = (cache.row_of_member(conn, sc.list_id, subscriber_hash(e), e) for e in emails)
+    contacts = [r.contact_id for r in rows if r is not None and r.contact_id is not None]
+    writes.freshen(conn, emails, contacts, sc.group_ids)
 
 
 def _sync_row(
@@ -126,27 +141,32 @@ def _sync_row(
     cache_id: int,
     plugins: Sequence[DataPlugin],
     now: datetime,
+    writes: CrmWrites,
 ) -> Outcome:
     rows = [cache_id]
     # Decided whatever the merge found: a fetch may have stored this member first, and the
     # event's own rules (an address on hold, a new address) are news to the decision anyway.
     cache.set_sync_statuses(conn, [cache.RowStatus(cache_id, SyncStatus.TODO)])
     stages.fix_contact_ids(conn, sc, rows)
-    stages.create_new_contacts_from_mailchimp(conn, sc, rows)
+    stages.create_new_contacts_from_mailchimp(conn, sc, rows, writes)
     row = cache.member_row(conn, cache_id)
     if row is not None and row.contact_id is not None:
         stages.clean_up_duplicates(conn, sc, [row.contact_id])
         if event.type is AudienceEventType.PROFILE:
-            crm.set_contact_names(conn, row.contact_id, event.first_name, event.last_name)
+            writes.set_contact_names(conn, row.contact_id, event.first_name, event.last_name)
     if sc.data_sync:
         stages.check_for_data_updates(conn, sc, plugins, rows)
-    report = chunk.reconcile_chunk(conn, sc, rows, now)
+    report = chunk.reconcile_chunk(conn, sc, rows, now, writes)
     decided = ", ".join(f"{k} {v}" for k, v in report.counts.items() if v) or "nothing to do"
     return Outcome(f"row {cache_id}: {decided}", report.counts.get("updates_queued", 0))
 
 
 def _move_to_new_address(
-    conn: sa.Connection, sc: SyncConnection, event: AudienceEvent, member: FetchedMember | None
+    conn: sa.Connection,
+    sc: SyncConnection,
+    event: AudienceEvent,
+    member: FetchedMember | None,
+    writes: CrmWrites,
 ) -> None:
     """``upemail``: the contact gets the new address (bulk-mail) if it lacks it, and the
     old address's row becomes the new member's (merged into it if the new one has a row)."""
@@ -154,7 +174,7 @@ def _move_to_new_address(
     if old is None:
         return
     if old.contact_id is not None:
-        crm.add_emails(conn, [crm.EmailToAdd(old.contact_id, event.email, is_bulkmail=True)])
+        writes.add_emails(conn, [crm.EmailToAdd(old.contact_id, event.email, is_bulkmail=True)])
     new_id = member.member_id if member is not None else subscriber_hash(event.email)
     existing = cache.row_of_member(conn, sc.list_id, new_id, event.email)
     if existing is None or existing.id == old.id:

@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from common.crm.writes import EMBEDDED, CrmWrites
 from common.db import cache, crm, updates
 from common.db.config import SyncConnection
 from common.vocabulary import NEW_CONTACT_SOURCE, Stage
@@ -55,7 +56,10 @@ def fix_contact_ids(
 
 
 def create_new_contacts_from_mailchimp(
-    conn: sa.Connection, sc: SyncConnection, cache_ids: Sequence[int] | None = None
+    conn: sa.Connection,
+    sc: SyncConnection,
+    cache_ids: Sequence[int] | None = None,
+    writes: CrmWrites = EMBEDDED,
 ) -> StageReport:
     """``readyToCreateNewContactsFromMailchimp``: a new Individual contact (Mailchimp email as
     primary + bulk-mail, Mailchimp names, source ``mailchimpsync``) for each row subscribed or
@@ -70,7 +74,7 @@ def create_new_contacts_from_mailchimp(
     while page := cache.members_without_contact(
         conn, sc.list_id, after, NEW_CONTACTS_PAGE, cache_ids
     ):
-        ids = crm.insert_contacts(conn, [_new_contact(member) for member in page])
+        ids = writes.insert_contacts(conn, [_new_contact(member) for member in page])
         cache.set_contact_ids(conn, {m.cache_id: cid for m, cid in zip(page, ids, strict=True)})
         created += len(ids)
         after = page[-1].cache_id

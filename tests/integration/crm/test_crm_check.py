@@ -105,12 +105,12 @@ def test_without_a_crm_url_the_crm_is_the_embedded_one(check: Check) -> None:
     assert code == 0 and out.startswith("CRM: the embedded one")
 
 
-def test_the_sync_refuses_a_crm_url_it_cannot_sync_yet(
+def test_the_demo_refuses_a_crm_url_as_it_seeds_the_embedded_crm(
     check: Check, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MCSYNC_CRM_URL", f"mysql://civicrm:{PASSWORD}@crm-db/civicrm")
 
-    code = cli.main(["fetchandreconcile"])
+    code = cli.main(["demo"])
 
     err = capsys.readouterr().err
-    assert code == 2 and "syncing CiviCRM's own database is not built yet" in err
+    assert code == 2 and "the demo seeds the embedded CRM" in err and PASSWORD not in err
