@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
 import requests
 import sqlalchemy as sa
 
+from common.crm.writes import EMBEDDED, CrmWrites
 from common.db import config, crm, migrate
 from common.db.engine import create_engine, database_url
 from common.db.schema import metadata
@@ -124,10 +125,17 @@ def _mailchimp(settings: Settings) -> Iterator[str]:
         yield running.api_url
 
 
-def seed_both_sides(engine: sa.Engine, api_url: str, plan: DemoPlan) -> SeededAudience:
-    """Seed the simulator's audience and the CRM from a plan, and connect them."""
+def seed_both_sides(
+    engine: sa.Engine,
+    api_url: str,
+    plan: DemoPlan,
+    writes: CrmWrites = EMBEDDED,
+    create_group: Callable[[sa.Connection, str, str], int] = crm.create_group,
+) -> SeededAudience:
+    """Seed the simulator's audience and the CRM from a plan, and connect them. The CRM is
+    written by ``writes``, its groups made by ``create_group`` (the tests seed CiviCRM so)."""
     audience = _seed_mailchimp(api_url, plan)
-    _seed_crm(engine, plan, audience)
+    _seed_crm(engine, plan, audience, writes, create_group)
     return audience
 
 
@@ -174,12 +182,20 @@ def _post(url: str, body: Any) -> Any:
     return response.json()
 
 
-def _seed_crm(engine: sa.Engine, plan: DemoPlan, audience: SeededAudience) -> None:
+def _seed_crm(
+    engine: sa.Engine,
+    plan: DemoPlan,
+    audience: SeededAudience,
+    writes: CrmWrites,
+    create_group: Callable[[sa.Connection, str, str], int],
+) -> None:
     with engine.begin() as conn:
-        subscription = crm.create_group(conn, *SUBSCRIPTION_GROUP)
-        groups = {key: crm.create_group(conn, f"interest_{key}", key.title()) for key in INTERESTS}
-        ids = crm.insert_contacts(conn, [_new_contact(contact) for contact in plan.contacts])
-        crm.set_memberships(conn, list(_memberships(plan.contacts, ids, subscription, groups)))
+        subscription = create_group(conn, *SUBSCRIPTION_GROUP)
+        groups = {key: create_group(conn, f"interest_{key}", key.title()) for key in INTERESTS}
+    writes.refresh(engine, [])  # CiviCRM's new groups into the copy
+    with engine.begin() as conn:
+        ids = writes.insert_contacts(conn, [_new_contact(contact) for contact in plan.contacts])
+        writes.set_memberships(conn, list(_memberships(plan.contacts, ids, subscription, groups)))
         account_id = config.add_account(conn, "Demo Org", audience.api_key)
         interest_groups = {audience.interest_ids[key]: groups[key] for key in INTERESTS}
         config.add_connection(conn, account_id, audience.list_id, subscription, interest_groups)

@@ -1,5 +1,6 @@
 """Audience events end to end: the simulator fires each webhook at the webhooks service,
-which stores it and enqueues SyncMember; the reconciler syncs that member now."""
+which stores it and enqueues SyncMember; the reconciler syncs that member now. Each test
+runs with both CRMs: the embedded one, and CiviCRM's own database on MariaDB."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import dataclasses
 import io
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,9 +16,12 @@ from typing import Any
 import pytest
 import requests
 import sqlalchemy as sa
+from civicrm_support import CiviCrmTables, civicrm_database
 from webhooks_support import serve_in_thread
 
-from common.db import inbox
+from common.crm.civicrm import crm_engine
+from common.crm.writes import EMBEDDED, CiviCrm, CrmWrites
+from common.db import crm, inbox
 from common.member_data import subscriber_hash
 from common.settings import Settings
 from common.sync_request import SyncRequest
@@ -33,6 +38,7 @@ from sim.mailchimp import RunningSimulator, Simulator, run_in_thread
 pytestmark = pytest.mark.integration
 
 BOTH_SUBSCRIBED = "subscribed on both sides"
+CIVICRM_DATABASE = "mcsync_audience_events_test"
 
 
 @dataclass
@@ -42,6 +48,7 @@ class Stack:
     audience: SeededAudience
     subscribed: list[str]  # addresses Added in the CRM and subscribed at Mailchimp
     send: Callable[..., None]
+    crm_engine: sa.Engine  # the CRM's tables: our Postgres's, or CiviCRM's database
 
     def act(self, email: str, action: str, **details: Any) -> list[str]:
         url = (
@@ -70,7 +77,7 @@ class Stack:
 
     def crm(self, email: str) -> tuple[str | None, str | None, str | None, int]:
         """(group status, first name, last name, on hold) of the contact holding ``email``."""
-        with self.engine.connect() as conn:
+        with self.crm_engine.connect() as conn:
             row = conn.execute(
                 sa.text("""
                     SELECT gc.status, c.first_name, c.last_name, e.on_hold
@@ -86,12 +93,32 @@ class Stack:
         return row.status, row.first_name, row.last_name, row.on_hold
 
 
-@pytest.fixture
-def stack(clean_tables: sa.Engine, database_url: str) -> Iterator[Stack]:
-    with run_in_thread(Simulator()) as simulator:
+@contextmanager
+def _crm(kind: str, engine: sa.Engine) -> Iterator[tuple[str | None, sa.Engine, CrmWrites, Any]]:
+    """(MCSYNC_CRM_URL, the CRM's engine, its writes, a group maker) of the CRM ``kind``."""
+    if kind == "embedded":
+        yield None, engine, EMBEDDED, crm.create_group
+        return
+    with civicrm_database(CIVICRM_DATABASE) as url:
+        tables = CiviCrmTables(CIVICRM_DATABASE)
+        civi = crm_engine(url)
+        try:
+            yield url, civi, CiviCrm(civi), lambda _conn, name, _title: tables.group(name)
+        finally:
+            civi.dispose()
+
+
+@pytest.fixture(params=["embedded", "civicrm"])
+def stack(
+    request: pytest.FixtureRequest, clean_tables: sa.Engine, database_url: str
+) -> Iterator[Stack]:
+    with run_in_thread(Simulator()) as simulator, _crm(request.param, clean_tables) as crm_of:
+        crm_url, crm_tables, writes, create_group = crm_of
         plan = plan_demo(60, seed=5)
-        audience = seed_both_sides(clean_tables, simulator.api_url, plan)
-        settings = Settings(database_url=database_url, mailchimp_api_url=simulator.api_url)
+        audience = seed_both_sides(clean_tables, simulator.api_url, plan, writes, create_group)
+        settings = Settings(
+            database_url=database_url, crm_url=crm_url, mailchimp_api_url=simulator.api_url
+        )
         fetch_and_reconcile(
             settings, SyncRequest(max_time=0), wait=True, out=io.StringIO(), give_up_after=60
         )
@@ -106,7 +133,9 @@ def stack(clean_tables: sa.Engine, database_url: str) -> Iterator[Stack]:
             app = create_app(Deps(engine=running.runtime.engine, send=running.runtime.send))
             with serve_in_thread(app) as served:
                 _register_webhook(running, settings, audience, served.base_url)
-                yield Stack(clean_tables, simulator, audience, subscribed, running.runtime.send)
+                yield Stack(
+                    clean_tables, simulator, audience, subscribed, running.runtime.send, crm_tables
+                )
         finally:
             running.stop()
 
@@ -165,24 +194,18 @@ def test_a_delivery_mailchimp_retries_changes_nothing_more(stack: Stack) -> None
     quitter = stack.subscribed[0]
     stack.act(quitter, "unsubscribe")
     stack.wait_for_events(1)
+    history_before = _history_rows(stack)
     with stack.engine.begin() as conn:
         event = conn.execute(
             sa.text("SELECT mailchimp_list_id, event_type, data FROM mailchimpsync_webhook_event")
         ).one()
-        history_before = conn.execute(
-            sa.text("SELECT count(*) FROM civicrm_subscription_history")
-        ).scalar_one()
         # Mailchimp retries a delivery it thinks failed: the same event arrives again.
         inbox.record(conn, event.mailchimp_list_id, event.event_type, event.data)
     # The relay publishes the stored event the broker never heard of.
     later = datetime.now(UTC) + timedelta(minutes=1)
     assert publish_pending(stack.engine, stack.send, later) == 1
     stack.wait_for_events(2)
-    with stack.engine.connect() as conn:
-        history_after = conn.execute(
-            sa.text("SELECT count(*) FROM civicrm_subscription_history")
-        ).scalar_one()
-    assert history_after == history_before
+    assert _history_rows(stack) == history_before
     assert stack.crm(quitter)[0] == "Removed"
 
 
@@ -190,7 +213,7 @@ def test_an_unsubscribe_older_than_the_crm_change_resubscribes_at_mailchimp(stac
     comeback = stack.subscribed[1]
     # The CRM re-added the contact after Mailchimp's unsubscribe (the webhook came late):
     # the CRM is more recent, so the sync puts the member back at Mailchimp.
-    with stack.engine.begin() as conn:
+    with stack.crm_engine.begin() as conn:
         conn.execute(
             sa.text("""
                 INSERT INTO civicrm_subscription_history
@@ -211,6 +234,13 @@ def test_an_unsubscribe_older_than_the_crm_change_resubscribes_at_mailchimp(stac
 
     assert stack.crm(comeback)[0] == "Added"
     assert _mailchimp_status(stack, comeback, until="subscribed") == "subscribed"
+
+
+def _history_rows(stack: Stack) -> int:
+    with stack.crm_engine.connect() as conn:
+        return int(
+            conn.execute(sa.text("SELECT count(*) FROM civicrm_subscription_history")).scalar_one()
+        )
 
 
 def _mailchimp_status(stack: Stack, email: str, until: str, timeout: float = 30) -> str:
