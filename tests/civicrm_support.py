@@ -6,13 +6,19 @@ them (its header names the release); a test database gets them loaded afresh.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pymysql
+import sqlalchemy as sa
 from pymysql.constants import CLIENT
 from server_checks import require_server
+
+from common.crm.civicrm import crm_engine
+from common.crm.writes import EMBEDDED, CiviCrm, CrmWrites
+from common.db import crm
 
 SCHEMA = Path(__file__).resolve().parent / "civicrm" / "civicrm_schema.sql"
 HOST, PORT = "127.0.0.1", 3306
@@ -137,3 +143,32 @@ class CiviCrmTables:
             method,
             status,
         )
+
+
+CRMS = ("embedded", "civicrm")  # the CRMs a test parametrised over both runs with
+
+
+@dataclass(frozen=True)
+class CrmSide:
+    """One CRM for a test: its MCSYNC_CRM_URL (None: embedded), the engine on its tables
+    (our Postgres's, or CiviCRM's database), its writes and how a group is made there."""
+
+    url: str | None
+    engine: sa.Engine
+    writes: CrmWrites
+    create_group: Callable[[sa.Connection, str, str], int]
+
+
+@contextmanager
+def crm_side(kind: str, engine: sa.Engine, database: str) -> Iterator[CrmSide]:
+    """The CRM ``kind`` (``embedded``, or ``civicrm``: a fresh CiviCRM ``database``)."""
+    if kind == "embedded":
+        yield CrmSide(None, engine, EMBEDDED, crm.create_group)
+        return
+    with civicrm_database(database) as url:
+        tables = CiviCrmTables(database)
+        civi = crm_engine(url)
+        try:
+            yield CrmSide(url, civi, CiviCrm(civi), lambda _conn, name, _title: tables.group(name))
+        finally:
+            civi.dispose()

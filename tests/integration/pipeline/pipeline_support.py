@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import requests
 import sqlalchemy as sa
+from civicrm_support import CrmSide
 
 from mcsync.demo import SUBSCRIPTION_GROUP, SeededAudience, seed_both_sides
 from mcsync.demo_data import DemoPlan, plan_demo
@@ -31,10 +32,16 @@ class World:
 
 
 @contextmanager
-def mixed_world(engine: sa.Engine, size: int = 400) -> Iterator[World]:
+def mixed_world(engine: sa.Engine, size: int = 400, side: CrmSide | None = None) -> Iterator[World]:
+    """The demo's mixed audience on the simulator and in the CRM (``side``: embedded)."""
     with run_in_thread(Simulator()) as running:
         plan = plan_demo(size, seed=3)
-        audience = seed_both_sides(engine, running.api_url, plan)
+        if side is None:
+            audience = seed_both_sides(engine, running.api_url, plan)
+        else:
+            audience = seed_both_sides(
+                engine, running.api_url, plan, side.writes, side.create_group
+            )
         with engine.begin() as conn:
             conn.execute(sa.text("ANALYZE"))
         yield World(running, plan, audience)

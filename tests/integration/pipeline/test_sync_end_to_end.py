@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from civicrm_support import CRMS, CrmSide, crm_side
 from pipeline_support import World, mismatches, mixed_world
 from prometheus_client import REGISTRY
 from rabbit_vhosts import dead_letters, isolated_rabbitmq
@@ -28,6 +29,12 @@ def world(clean_tables: sa.Engine) -> Iterator[World]:
         yield seeded
 
 
+@pytest.fixture(params=CRMS)
+def crm(request: pytest.FixtureRequest, clean_tables: sa.Engine) -> Iterator[CrmSide]:
+    with crm_side(request.param, clean_tables, "mcsync_pipeline_test") as side:
+        yield side
+
+
 def _sync(settings: Settings) -> str:
     out = io.StringIO()
     fetch_and_reconcile(
@@ -37,15 +44,22 @@ def _sync(settings: Settings) -> str:
 
 
 def test_embedded_sync_brings_both_sides_into_agreement_then_has_nothing_to_do(
-    world: World, database_url: str, clean_tables: sa.Engine
+    crm: CrmSide, database_url: str, clean_tables: sa.Engine
 ) -> None:
-    settings = Settings(database_url=database_url, mailchimp_api_url=world.simulator.api_url)
+    with mixed_world(clean_tables, side=crm) as world:
+        _agree_then_nothing_to_do(world, crm, database_url)
+
+
+def _agree_then_nothing_to_do(world: World, crm: CrmSide, database_url: str) -> None:
+    settings = Settings(
+        database_url=database_url, crm_url=crm.url, mailchimp_api_url=world.simulator.api_url
+    )
 
     first = _sync(settings)
 
     assert "Both sides agree." in first
     assert f"cannot sync: {CLEANED_ADDRESS}" in first  # the summary says why, not only how many
-    assert mismatches(world, clean_tables) == []
+    assert mismatches(world, crm.engine) == []
     posted = world.request_counts().get("POST /batches", 0)
     assert posted >= 1
 

@@ -8,7 +8,6 @@ import dataclasses
 import io
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,12 +15,10 @@ from typing import Any
 import pytest
 import requests
 import sqlalchemy as sa
-from civicrm_support import CiviCrmTables, civicrm_database
+from civicrm_support import CRMS, crm_side
 from webhooks_support import serve_in_thread
 
-from common.crm.civicrm import crm_engine
-from common.crm.writes import EMBEDDED, CiviCrm, CrmWrites
-from common.db import crm, inbox
+from common.db import inbox
 from common.member_data import subscriber_hash
 from common.settings import Settings
 from common.sync_request import SyncRequest
@@ -93,31 +90,20 @@ class Stack:
         return row.status, row.first_name, row.last_name, row.on_hold
 
 
-@contextmanager
-def _crm(kind: str, engine: sa.Engine) -> Iterator[tuple[str | None, sa.Engine, CrmWrites, Any]]:
-    """(MCSYNC_CRM_URL, the CRM's engine, its writes, a group maker) of the CRM ``kind``."""
-    if kind == "embedded":
-        yield None, engine, EMBEDDED, crm.create_group
-        return
-    with civicrm_database(CIVICRM_DATABASE) as url:
-        tables = CiviCrmTables(CIVICRM_DATABASE)
-        civi = crm_engine(url)
-        try:
-            yield url, civi, CiviCrm(civi), lambda _conn, name, _title: tables.group(name)
-        finally:
-            civi.dispose()
-
-
-@pytest.fixture(params=["embedded", "civicrm"])
+@pytest.fixture(params=CRMS)
 def stack(
     request: pytest.FixtureRequest, clean_tables: sa.Engine, database_url: str
 ) -> Iterator[Stack]:
-    with run_in_thread(Simulator()) as simulator, _crm(request.param, clean_tables) as crm_of:
-        crm_url, crm_tables, writes, create_group = crm_of
+    with (
+        run_in_thread(Simulator()) as simulator,
+        crm_side(request.param, clean_tables, CIVICRM_DATABASE) as side,
+    ):
         plan = plan_demo(60, seed=5)
-        audience = seed_both_sides(clean_tables, simulator.api_url, plan, writes, create_group)
+        audience = seed_both_sides(
+            clean_tables, simulator.api_url, plan, side.writes, side.create_group
+        )
         settings = Settings(
-            database_url=database_url, crm_url=crm_url, mailchimp_api_url=simulator.api_url
+            database_url=database_url, crm_url=side.url, mailchimp_api_url=simulator.api_url
         )
         fetch_and_reconcile(
             settings, SyncRequest(max_time=0), wait=True, out=io.StringIO(), give_up_after=60
@@ -134,7 +120,7 @@ def stack(
             with serve_in_thread(app) as served:
                 _register_webhook(running, settings, audience, served.base_url)
                 yield Stack(
-                    clean_tables, simulator, audience, subscribed, running.runtime.send, crm_tables
+                    clean_tables, simulator, audience, subscribed, running.runtime.send, side.engine
                 )
         finally:
             running.stop()
