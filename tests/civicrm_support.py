@@ -93,6 +93,18 @@ class CiviCrmTables:
             cursor.execute(sql, args)
             return [tuple(row) for row in cursor.fetchall()]
 
+    def empty(self) -> None:
+        """Delete every row the tests write (a database shared by many tests)."""
+        with self._connect() as conn, conn.cursor() as cursor:
+            for table in (
+                "civicrm_subscription_history",
+                "civicrm_group_contact",
+                "civicrm_email",
+                "civicrm_group",
+                "civicrm_contact",
+            ):
+                cursor.execute(f"DELETE FROM {table}")
+
     def group(self, name: str) -> int:
         return self.execute(
             "INSERT INTO civicrm_group (name, title, frontend_title) VALUES (%s, %s, %s)",

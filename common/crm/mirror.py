@@ -30,7 +30,14 @@ PAGE = 20_000
 HISTORY_OVERLAP = 10_000
 MIRROR_LOCK = 0x6D6373796E636D  # "mcsyncm": the advisory lock on the copy
 
-__all__ = ["RefreshReport", "TableRead", "copy_contacts", "refresh", "share_mirror"]
+__all__ = [
+    "RefreshReport",
+    "TableRead",
+    "copy_contacts",
+    "refresh",
+    "refresh_on",
+    "share_mirror",
+]
 
 
 @dataclass(frozen=True)
@@ -166,22 +173,27 @@ _HISTORY = _Table(
 def refresh(pg: sa.Engine, civicrm: sa.Engine, group_ids: Sequence[int]) -> RefreshReport:
     """Bring the copy up to date with CiviCRM for a run of ``group_ids``, in one transaction
     of each database (CiviCRM's a consistent, read-only snapshot). Idempotent."""
-    groups = sorted(set(group_ids))
-    report = RefreshReport()
     with pg.begin() as conn, civicrm.connect() as crm:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIRROR_LOCK})
         crm.exec_driver_sql("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         try:
-            for table in (_GROUPS, _CONTACTS, _EMAILS):
-                report.tables.append(_mirror(conn, crm, table, 0, {}))
-            if groups:
-                report.tables.append(_mirror(conn, crm, _MEMBERSHIPS, 0, {"groups": groups}))
-                since = _history_read_through(conn, groups)
-                start = max(0, since - HISTORY_OVERLAP) if since else 0
-                report.tables.append(_mirror(conn, crm, _HISTORY, start, {"groups": groups}))
-                _record_history_read(conn, groups)
+            return refresh_on(conn, crm, group_ids)
         finally:
             crm.rollback()
+
+
+def refresh_on(conn: sa.Connection, crm: sa.Connection, group_ids: Sequence[int]) -> RefreshReport:
+    """``refresh`` on the caller's connections and transactions (and locks)."""
+    groups = sorted(set(group_ids))
+    report = RefreshReport()
+    for table in (_GROUPS, _CONTACTS, _EMAILS):
+        report.tables.append(_mirror(conn, crm, table, 0, {}))
+    if groups:
+        report.tables.append(_mirror(conn, crm, _MEMBERSHIPS, 0, {"groups": groups}))
+        since = _history_read_through(conn, groups)
+        start = max(0, since - HISTORY_OVERLAP) if since else 0
+        report.tables.append(_mirror(conn, crm, _HISTORY, start, {"groups": groups}))
+        _record_history_read(conn, groups)
     return report
 
 

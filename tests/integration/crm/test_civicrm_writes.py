@@ -216,3 +216,23 @@ def test_addresses_go_on_hold_once_and_new_bulk_addresses_take_the_flag(
         ("ann@example.org", False, 1),
         ("ann.new@example.org", True, 0),
     ]
+
+
+def test_a_thousand_changes_take_a_bounded_number_of_civicrm_statements(
+    civi: CiviCrmTables, writes: CiviCrm, clean_tables: sa.Engine
+) -> None:
+    group = civi.group("newsletter")
+    people = [_new(f"P{n}", "Tester", f"p{n}@example.org") for n in range(1000)]
+    sent: list[str] = []
+    sa.event.listen(writes.engine, "before_cursor_execute", lambda *a: sent.append(a[2]))
+    writes.refresh(clean_tables, [group])
+    sent.clear()
+
+    with clean_tables.begin() as conn:
+        ids = writes.insert_contacts(conn, people)
+        created = len(sent)
+        changes = [crm.MembershipChange(i, group, GroupStatus.ADDED, WHEN) for i in ids]
+        writes.set_memberships(conn, changes)
+
+    assert civi.rows("SELECT COUNT(*) FROM civicrm_subscription_history") == [(1000,)]
+    assert created <= 8 and len(sent) - created <= 8, sent

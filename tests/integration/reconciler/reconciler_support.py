@@ -1,12 +1,20 @@
-"""Builders for the reconciler's stage tests: a sync connection, contacts, cache rows."""
+"""Builders for the reconciler's stage tests: a sync connection, contacts, cache rows.
+
+A World's CRM is the embedded one, or CiviCRM's own database (``civi``): then contacts,
+groups and history are made in CiviCRM as CiviCRM's users make them, and brought into the
+copy the stages read, on the test's transaction."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from civicrm_support import CiviCrmTables
 
+from common.crm import mirror
+from common.crm.writes import EMBEDDED, CiviCrm, CrmWrites
 from common.db import config, crm, runs
 from common.db.config import SyncConnection
 from common.db.schema import cache
@@ -16,14 +24,31 @@ LIST_ID = "a1b2c3d4e5"
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class CiviSide:
+    """CiviCRM as a World's CRM: its tables, a connection on them, and its writes."""
+
+    tables: CiviCrmTables
+    conn: sa.Connection
+    writes: CiviCrm
+
+
 class World:
     """One audience connected to a subscription group (and optional interest groups)."""
 
-    def __init__(self, conn: sa.Connection, interests: int = 0, data_sync: bool = False):
+    def __init__(
+        self,
+        conn: sa.Connection,
+        interests: int = 0,
+        data_sync: bool = False,
+        civi: CiviSide | None = None,
+    ):
         self.conn = conn
-        self.group = crm.create_group(conn, "newsletter", "Newsletter")
+        self.civi = civi
+        self.writes: CrmWrites = EMBEDDED if civi is None else civi.writes
+        self.group = self._group("newsletter", "Newsletter")
         self.interest_groups = [
-            crm.create_group(conn, f"interest{i}", f"Interest {i}") for i in range(interests)
+            self._group(f"interest{i}", f"Interest {i}") for i in range(interests)
         ]
         account = config.add_account(conn, "test", "0123456789abcdef-us1")
         mapping = {f"int{i}": g for i, g in enumerate(self.interest_groups)}
@@ -39,6 +64,8 @@ class World:
         source: str | None = "test",
     ) -> int:
         """A contact; its first email is primary (and bulk-mail); ``held`` ones on hold."""
+        if self.civi is not None:
+            return self._civicrm_contact(first, emails, deleted, held, source)
         mails = [
             crm.NewEmail(e, is_primary=i == 0, is_bulkmail=i == 0) for i, e in enumerate(emails)
         ]
@@ -50,8 +77,51 @@ class World:
         self, contact_id: int, status: GroupStatus, date: datetime, group: int | None = None
     ) -> None:
         """A membership change made in the CRM (method ``Admin``) at ``date``."""
+        if self.civi is not None:
+            at = date.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+            self.civi.tables.join(contact_id, group or self.group, status.value, at)
+            self._copy(contact_id)
+            return
         change = crm.MembershipChange(contact_id, group or self.group, status, date, "Admin")
         crm.set_memberships(self.conn, [change])
+
+    def _group(self, name: str, title: str) -> int:
+        if self.civi is None:
+            return crm.create_group(self.conn, name, title)
+        group = self.civi.tables.group(name)
+        mirror.refresh_on(self.conn, self.civi.conn, [])
+        return group
+
+    def _civicrm_contact(
+        self,
+        first: str,
+        emails: tuple[str, ...],
+        deleted: bool,
+        held: tuple[str, ...],
+        source: str | None,
+    ) -> int:
+        assert self.civi is not None
+        tables = self.civi.tables
+        cid = tables.contact(first, "Tester", *emails)
+        tables.execute(
+            "UPDATE civicrm_contact SET is_deleted = %s, source = %s WHERE id = %s",
+            deleted,
+            source,
+            cid,
+        )
+        for email in held:
+            tables.execute(
+                "INSERT INTO civicrm_email (contact_id, email, on_hold) VALUES (%s, %s, 1)",
+                cid,
+                email,
+            )
+        self._copy(cid)
+        return cid
+
+    def _copy(self, contact_id: int) -> None:
+        assert self.civi is not None
+        groups = [self.group, *self.interest_groups]
+        mirror.copy_contacts(self.conn, self.civi.conn, [contact_id], groups)
 
     def row(
         self,

@@ -144,7 +144,7 @@ def test_subscribed_member_without_contact_becomes_a_new_contact_with_mailchimp_
     data = {"status": "subscribed", "first_name": "Grace", "last_name": "Hopper"}
     row = world.row("grace@example.org", "subscribed", data=data)
 
-    report = stages.create_new_contacts_from_mailchimp(world.conn, world.sc)
+    report = stages.create_new_contacts_from_mailchimp(world.conn, world.sc, writes=world.writes)
 
     contact_id = world.rows()[row]["civicrm_contact_id"]
     contact = world.conn.execute(
@@ -167,7 +167,7 @@ def test_pending_member_gets_a_contact_but_unsubscribed_and_cleaned_do_not(world
     unsubscribed = world.row("u@example.org", "unsubscribed")
     cleaned = world.row("c@example.org", "cleaned")
 
-    stages.create_new_contacts_from_mailchimp(world.conn, world.sc)
+    stages.create_new_contacts_from_mailchimp(world.conn, world.sc, writes=world.writes)
 
     rows = world.rows()
     assert rows[pending]["civicrm_contact_id"] is not None
@@ -179,7 +179,7 @@ def test_a_changed_crm_email_is_queued_for_a_subscribed_member(world: World) -> 
     ada = world.contact("Ada", "new@example.org", "old@example.org")
     row = world.row("old@example.org", "subscribed", ada)
 
-    report = stages.create_new_contacts_from_mailchimp(world.conn, world.sc)
+    report = stages.create_new_contacts_from_mailchimp(world.conn, world.sc, writes=world.writes)
 
     assert world.updates() == [(row, {"email_address": "new@example.org"}, False, None)]
     assert world.rows()[row]["sync_status"] == "live"
@@ -195,7 +195,7 @@ def test_an_email_differing_only_in_case_or_already_held_by_another_row_is_not_q
     world.row("bob@old.example", "subscribed", bob)
     world.row("bob@example.org", "unsubscribed", bob)
 
-    stages.create_new_contacts_from_mailchimp(world.conn, world.sc)
+    stages.create_new_contacts_from_mailchimp(world.conn, world.sc, writes=world.writes)
 
     assert world.updates() == []
 
@@ -204,7 +204,7 @@ def test_a_todo_row_with_a_changed_email_stays_todo_to_be_reconciled(world: Worl
     ada = world.contact("Ada", "new@example.org")
     row = world.row("old@example.org", "subscribed", ada, sync_status="todo")
 
-    stages.create_new_contacts_from_mailchimp(world.conn, world.sc)
+    stages.create_new_contacts_from_mailchimp(world.conn, world.sc, writes=world.writes)
 
     assert world.rows()[row]["sync_status"] == "todo"
     assert len(world.updates()) == 1
@@ -216,7 +216,7 @@ def test_new_contacts_are_created_a_page_at_a_time_for_every_row(
     monkeypatch.setattr(stages, "NEW_CONTACTS_PAGE", 2)
     rows = [world.row(f"n{n}@example.org", "subscribed") for n in range(5)]
 
-    report = stages.create_new_contacts_from_mailchimp(world.conn, world.sc)
+    report = stages.create_new_contacts_from_mailchimp(world.conn, world.sc, writes=world.writes)
 
     contacts = {world.rows()[r]["civicrm_contact_id"] for r in rows}
     assert None not in contacts and len(contacts) == 5
@@ -228,7 +228,12 @@ def test_creating_contacts_twice_changes_nothing_more(world: World) -> None:
     ada = world.contact("Ada", "new@example.org")
     world.row("old@example.org", "subscribed", ada)
 
-    run_twice(world, lambda: stages.create_new_contacts_from_mailchimp(world.conn, world.sc))
+    run_twice(
+        world,
+        lambda: stages.create_new_contacts_from_mailchimp(
+            world.conn, world.sc, writes=world.writes
+        ),
+    )
 
 
 # --- readyToCleanUpDuplicates ------------------------------------------------------------
@@ -298,7 +303,7 @@ def test_a_change_the_sync_wrote_itself_is_not_news_to_the_next_run(world: World
         "a@example.org", "subscribed", ada, at=T0 + timedelta(days=1), sync_status="todo"
     )
     stages.check_for_group_changes(world.conn, world.sc, since=None)
-    chunk.reconcile_chunk(world.conn, world.sc, [row], T0 + timedelta(days=2))
+    chunk.reconcile_chunk(world.conn, world.sc, [row], T0 + timedelta(days=2), writes=world.writes)
     assert world.rows()[row]["sync_status"] == "ok"  # added to the group by the sync itself
 
     report = stages.check_for_group_changes(world.conn, world.sc, since=T0)
@@ -327,7 +332,7 @@ def test_a_decided_row_holds_its_contacts_newest_history_per_group(world: World)
     world.history(ada, ADDED, T0 + timedelta(hours=2), group=world.interest_groups[0])
     row = world.row("a@example.org", "unsubscribed", ada, sync_status="todo")
 
-    chunk.reconcile_chunk(world.conn, world.sc, [row], T0 + timedelta(days=1))
+    chunk.reconcile_chunk(world.conn, world.sc, [row], T0 + timedelta(days=1), writes=world.writes)
 
     assert world.rows()[row]["civicrm_groups"] == {
         str(world.group): {"status": "Removed", "date": "2026-01-01T13:00:00.000000+00:00"},
@@ -344,7 +349,7 @@ def test_a_decided_row_holds_the_change_its_chunk_made(world: World) -> None:
     duplicate = world.row(contact_id=ada)
     decided_at = T0 + timedelta(days=1, microseconds=123)
 
-    chunk.reconcile_chunk(world.conn, world.sc, [row], decided_at)
+    chunk.reconcile_chunk(world.conn, world.sc, [row], decided_at, writes=world.writes)
 
     # Dated to the second, as CiviCRM's history keeps its dates.
     added = {str(world.group): {"status": "Added", "date": "2026-01-02T12:00:00.000000+00:00"}}
@@ -359,7 +364,7 @@ def test_the_snapshot_a_chunk_writes_is_the_one_the_group_check_compares(world: 
     world.history(ada, REMOVED, odd, group=world.interest_groups[0])
     row = world.row("a@example.org", "subscribed", ada, at=T0, sync_status="todo")
     world.conn.execute(sa.text("SET TIME ZONE 'Asia/Kathmandu'"))
-    chunk.reconcile_chunk(world.conn, world.sc, [row], odd + timedelta(days=1))
+    chunk.reconcile_chunk(world.conn, world.sc, [row], odd + timedelta(days=1), writes=world.writes)
     cache_sql.set_sync_statuses(world.conn, [cache_sql.RowStatus(row, SyncStatus.OK)])
 
     report = stages.check_for_group_changes(world.conn, world.sc, since=odd - timedelta(days=1))
