@@ -198,15 +198,7 @@ class CiviCrm:
         mirror.share_mirror(conn)
         contacts = sorted({c.contact_id for c in changes})
         with self.engine.begin() as civi:
-            done = {
-                (int(cid), int(gid), str(status))
-                for cid, gid, status in civi.exec_driver_sql(
-                    "SELECT contact_id, group_id, status FROM civicrm_subscription_history "
-                    f"WHERE tracking = %s AND contact_id IN ({_marks(contacts)})",
-                    (self.tracking, *contacts),
-                )
-            }
-            todo = [c for c in changes if (c.contact_id, c.group_id, c.status.value) not in done]
+            todo = _not_made_yet(civi, changes, contacts, self.tracking)
             if todo:
                 civi.exec_driver_sql(
                     _INSERT_HISTORY,
@@ -314,6 +306,44 @@ class CiviCrm:
     ) -> None:
         with self.engine.connect() as civi:
             mirror.copy_contacts(conn, civi, contact_ids, groups)
+
+
+def _not_made_yet(
+    civi: sa.Connection,
+    changes: Sequence[crm.MembershipChange],
+    contacts: Sequence[int],
+    tracking: str,
+) -> list[crm.MembershipChange]:
+    """The changes still to make, in order: not one this run's tracking recorded already,
+    nor one to the status the membership has (CiviCRM writes no history for that either,
+    and it is how a change made before a kill is found by a run resumed under a new id)."""
+    marks = _marks(contacts)
+    recorded = {
+        (int(cid), int(gid), str(status))
+        for cid, gid, status in civi.exec_driver_sql(
+            "SELECT contact_id, group_id, status FROM civicrm_subscription_history "
+            f"WHERE tracking = %s AND contact_id IN ({marks})",
+            (tracking, *contacts),
+        )
+    }
+    status_now = {
+        (int(gid), int(cid)): status
+        for gid, cid, status in civi.exec_driver_sql(
+            "SELECT group_id, contact_id, status FROM civicrm_group_contact "
+            f"WHERE contact_id IN ({marks})",
+            tuple(contacts),
+        )
+    }
+    todo = []
+    for change in changes:
+        pair, status = (change.group_id, change.contact_id), change.status.value
+        if (change.contact_id, change.group_id, status) in recorded or status_now.get(
+            pair
+        ) == status:
+            continue
+        todo.append(change)
+        status_now[pair] = status
+    return todo
 
 
 def _marks(values: Sequence[Any]) -> str:

@@ -157,21 +157,43 @@ def test_membership_changes_write_one_tracked_history_row_each_even_when_repeate
     assert member == "Removed"
 
 
-def test_another_run_records_its_own_change_of_the_same_kind(
+def test_a_run_resumed_under_a_new_id_finds_the_change_made_before_the_kill(
     civi: CiviCrmTables, writes: CiviCrm, clean_tables: sa.Engine
 ) -> None:
     group = civi.group("newsletter")
     ann = civi.contact("Ann", "Archer", "ann@example.org")
     writes.refresh(clean_tables, [group])
     change = crm.MembershipChange(ann, group, GroupStatus.ADDED, WHEN)
-    with clean_tables.begin() as conn:
-        writes.set_memberships(conn, [change])
+    _killed_before_postgres_commits(clean_tables, lambda c: writes.set_memberships(c, [change]))
+
     with clean_tables.begin() as conn:
         writes.for_run("mcsync:run-2").set_memberships(conn, [change])
 
-    assert civi.rows("SELECT tracking FROM civicrm_subscription_history ORDER BY id") == [
-        ("mcsync:run-1",),
-        ("mcsync:run-2",),
+    assert civi.rows("SELECT status, tracking FROM civicrm_subscription_history") == [
+        ("Added", "mcsync:run-1")
+    ]
+
+
+def test_a_later_runs_changes_back_and_forth_are_each_recorded(
+    civi: CiviCrmTables, writes: CiviCrm, clean_tables: sa.Engine
+) -> None:
+    group = civi.group("newsletter")
+    ann = civi.contact("Ann", "Archer", "ann@example.org")
+    writes.refresh(clean_tables, [group])
+    added = crm.MembershipChange(ann, group, GroupStatus.ADDED, WHEN)
+    removed = crm.MembershipChange(ann, group, GroupStatus.REMOVED, WHEN)
+    with clean_tables.begin() as conn:
+        writes.set_memberships(conn, [added])
+    civi.join(ann, group, "Removed")  # an admin removes Ann in CiviCRM
+    with clean_tables.begin() as conn:
+        writes.for_run("mcsync:run-2").set_memberships(conn, [added, removed, added])
+
+    assert civi.rows("SELECT status, method FROM civicrm_subscription_history ORDER BY id") == [
+        ("Added", "MCsync"),
+        ("Removed", "Admin"),
+        ("Added", "MCsync"),
+        ("Removed", "MCsync"),
+        ("Added", "MCsync"),
     ]
 
 

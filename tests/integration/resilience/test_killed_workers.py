@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 import redis
 import sqlalchemy as sa
+from civicrm_support import CRMS, CrmSide, crm_side
 from rabbit_support import RABBITMQ, REDIS, require_isolated_rabbitmq
 from resilience_support import (
     World,
@@ -108,15 +109,19 @@ def worker_process(env: dict[str, str], log: Path) -> Iterator[WorkerProcess]:
 
 def _worker_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCSYNC_")}
-    return env | {
-        "MCSYNC_DATABASE_URL": settings.database_url,
-        "MCSYNC_BROKER_URL": settings.broker_url,
-        "MCSYNC_REDIS_URL": settings.redis_url,
-        "MCSYNC_MAILCHIMP_API_URL": settings.mailchimp_api_url,
-        "MCSYNC_LOG_LEVEL": "WARNING",
-        "MCSYNC_POSTING_GRACE_SECONDS": str(POSTING_GRACE_SECONDS),
-        "MCSYNC_METRICS_PORT": "0",  # no probes: a restarted worker's port may linger
-    }
+    return (
+        env
+        | {
+            "MCSYNC_DATABASE_URL": settings.database_url,
+            "MCSYNC_BROKER_URL": settings.broker_url,
+            "MCSYNC_REDIS_URL": settings.redis_url,
+            "MCSYNC_MAILCHIMP_API_URL": settings.mailchimp_api_url,
+            "MCSYNC_LOG_LEVEL": "WARNING",
+            "MCSYNC_POSTING_GRACE_SECONDS": str(POSTING_GRACE_SECONDS),
+            "MCSYNC_METRICS_PORT": "0",  # no probes: a restarted worker's port may linger
+        }
+        | ({"MCSYNC_CRM_URL": settings.crm_url} if settings.crm_url else {})
+    )
 
 
 AGE_HEARTBEAT = sa.text(
@@ -187,19 +192,26 @@ def _retrigger_if_unfinished(settings: Settings, engine: sa.Engine, list_id: str
         sync(settings, SyncRequest(max_time=0), wait=False)
 
 
+@pytest.fixture(params=CRMS)
+def crm(request: pytest.FixtureRequest, clean_tables: sa.Engine) -> Iterator[CrmSide]:
+    with crm_side(request.param, clean_tables, "mcsync_killed_workers_test") as side:
+        yield side
+
+
 @pytest.fixture
-def world(clean_tables: sa.Engine) -> Iterator[World]:
+def world(clean_tables: sa.Engine, crm: CrmSide) -> Iterator[World]:
     require_isolated_rabbitmq()
-    with mixed_world(clean_tables, MEMBERS) as seeded:
+    with mixed_world(clean_tables, MEMBERS, side=crm) as seeded:
         yield seeded
 
 
 def test_a_sync_survives_its_worker_being_killed_repeatedly_without_repeating_an_operation(
-    world: World, clean_tables: sa.Engine, database_url: str, tmp_path: Path
+    world: World, crm: CrmSide, clean_tables: sa.Engine, database_url: str, tmp_path: Path
 ) -> None:
     engine, list_id, api_key = clean_tables, world.audience.list_id, world.audience.api_key
     settings = Settings(
         database_url=database_url,
+        crm_url=crm.url,
         broker_url=RABBITMQ,
         redis_url=REDIS,
         mailchimp_api_url=world.simulator.api_url,
@@ -240,4 +252,82 @@ def test_a_sync_survives_its_worker_being_killed_repeatedly_without_repeating_an
     posted = posted_operation_ids(world.simulator.simulator)
     assert {op: n for op, n in posted.items() if n > 1} == {}
     assert set(posted) == {f"mailchimpsync_{i}" for i in updates.submitted_ids}
-    assert mismatches(world, engine) == []
+    assert mismatches(world, crm.engine) == []
+    assert _made_twice(crm) == []
+
+
+# CRM changes made twice: a change of a run recorded twice, or two contacts the sync created
+# for one address. CiviCRM's history says which run wrote a row; the embedded one does not.
+_HISTORY_TWICE = """
+    SELECT contact_id, group_id, status FROM civicrm_subscription_history
+    WHERE method = 'MCsync' GROUP BY contact_id, group_id, status, {run} HAVING count(*) > 1
+"""
+_CONTACT_TWICE = """
+    SELECT lower(e.email) FROM civicrm_contact c
+    JOIN civicrm_email e ON e.contact_id = c.id AND e.is_primary
+    WHERE c.source = 'mailchimpsync' GROUP BY lower(e.email) HAVING count(*) > 1
+"""
+
+
+def _made_twice(crm: CrmSide) -> list[tuple[object, ...]]:
+    run = "tracking" if crm.url else "date"
+    with crm.engine.connect() as conn:
+        history = conn.execute(sa.text(_HISTORY_TWICE.replace("{run}", run)))
+        contacts = conn.execute(sa.text(_CONTACT_TWICE))
+        return [tuple(row) for row in [*history, *contacts]]
+
+
+# What the sync wrote to a CRM's tables: contacts it created and history rows.
+_SYNC_WRITES = sa.text("""
+    SELECT (SELECT count(*) FROM civicrm_contact WHERE source = 'mailchimpsync')
+         + (SELECT count(*) FROM civicrm_subscription_history WHERE method = 'MCsync')
+""")
+
+
+def _sync_writes(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(_SYNC_WRITES).scalar_one())
+
+
+@pytest.mark.parametrize("crm", ["civicrm"], indirect=True)
+def test_a_worker_killed_right_after_civicrm_committed_makes_no_crm_change_twice(
+    world: World, crm: CrmSide, clean_tables: sa.Engine, database_url: str, tmp_path: Path
+) -> None:
+    engine, list_id, api_key = clean_tables, world.audience.list_id, world.audience.api_key
+    settings = Settings(
+        database_url=database_url,
+        crm_url=crm.url,
+        broker_url=RABBITMQ,
+        redis_url=REDIS,
+        mailchimp_api_url=world.simulator.api_url,
+    )
+    leases = redis.Redis.from_url(REDIS)
+    leases.delete(lease_key(api_key))
+    log = tmp_path / "worker.log"
+    in_window = 0  # kills that left CiviCRM ahead of the copy in Postgres
+    broker = build_broker(settings)
+    try:
+        with worker_process(_worker_env(settings), log) as worker:
+            sync(settings, SyncRequest(max_time=0), wait=False)
+            for _ in range(3):
+                before = _sync_writes(crm.engine)
+                deadline = time.monotonic() + 30
+                while _sync_writes(crm.engine) == before and time.monotonic() < deadline:
+                    time.sleep(0.002)
+                worker.kill()  # CiviCRM has just committed a write of the sync
+                in_window += _sync_writes(crm.engine) > _sync_writes(engine)
+                _as_if_long_dead(engine, leases, api_key)
+                worker.start()
+                _retrigger_if_unfinished(settings, engine, list_id)
+            deadline = time.monotonic() + SETTLE_SECONDS
+            while not _settled(engine, list_id) and time.monotonic() < deadline:
+                send(broker, CheckBatches())
+                time.sleep(1.0)
+    finally:
+        broker.close()
+        leases.close()
+
+    assert _settled(engine, list_id), log.read_text(errors="replace")[-3000:]
+    assert in_window >= 1
+    assert _made_twice(crm) == []
+    assert mismatches(world, crm.engine) == []
