@@ -78,7 +78,8 @@ def crm_engine(url: str) -> sa.Engine:
 
 def where(engine: sa.Engine) -> str:
     """The CRM's URL with its password masked."""
-    return masked(engine.url.set(drivername="mysql").render_as_string(hide_password=False))
+    url = engine.url.set(drivername="mysql").difference_update_query(["charset"])
+    return masked(url.render_as_string(hide_password=False))
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
 import pytest
 import requests
 import sqlalchemy as sa
-from civicrm_support import CiviCrmTables, civicrm_database
+from civicrm_support import CiviCrmTables, civicrm_database, crm_user
 
 from common.db import config
 from common.settings import Settings
@@ -159,11 +160,58 @@ def test_a_change_made_in_civicrm_between_syncs_reaches_mailchimp(world: World) 
     assert world.memberships() == {"ann@example.org": "Removed"}
 
 
-def test_a_crm_the_sync_cannot_write_parks_the_run_saying_why(world: World) -> None:
-    world.civi.execute("DROP TABLE civicrm_subscription_history")
+READ_ONLY = {
+    table: "SELECT"
+    for table in (
+        "civicrm_contact",
+        "civicrm_email",
+        "civicrm_group",
+        "civicrm_group_contact",
+        "civicrm_subscription_history",
+    )
+}
+
+
+@pytest.mark.parametrize(
+    ("case", "said"),
+    [
+        ("no answer", "does not answer"),
+        ("wrong password", "refused the login"),
+        ("read-only user", "may not INSERT, UPDATE on civicrm_contact"),
+        ("no CiviCRM tables", "no table civicrm_subscription_history"),
+    ],
+)
+def test_a_crm_the_sync_cannot_work_with_parks_the_run_saying_why_and_writes_nothing(
+    world: World, clean_tables: sa.Engine, case: str, said: str
+) -> None:
     world.import_members({"email": "bob@example.org", "status": "subscribed"})
+    with _crm_url_for(case, world) as url:
+        world.settings = replace(world.settings, crm_url=url)
 
-    out = world.sync()
+        out = world.sync()
 
-    assert "parked" in out and "civicrm_subscription_history" in out
-    assert world.civi.rows("SELECT COUNT(*) FROM civicrm_contact") == [(0,)]
+    assert "parked" in out and said in out
+    with clean_tables.connect() as conn:
+        reason = conn.execute(
+            sa.text("SELECT parked_reason FROM civicrm_mailchimpsync_status")
+        ).scalar_one()
+    assert reason.startswith("the CRM cannot be synced: ") and said in reason
+    assert "s3cret" not in out + reason
+    if case != "no CiviCRM tables":
+        assert world.civi.rows("SELECT COUNT(*) FROM civicrm_contact") == [(0,)]
+        assert world.statuses() == {"bob@example.org": "subscribed"}
+
+
+@contextmanager
+def _crm_url_for(case: str, world: World) -> Iterator[str]:
+    if case == "no answer":
+        yield "mysql://civicrm:s3cret@127.0.0.1:1/civicrm"
+    elif case == "wrong password":
+        with crm_user(DATABASE, "mcsync_crm", "s3cret-right", READ_ONLY) as url:
+            yield url.replace("s3cret-right", "s3cret-wrong")
+    elif case == "read-only user":
+        with crm_user(DATABASE, "mcsync_crm", "s3cret-right", READ_ONLY) as url:
+            yield url
+    else:
+        world.civi.execute("DROP TABLE civicrm_subscription_history")
+        yield str(world.settings.crm_url)
