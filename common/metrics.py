@@ -21,7 +21,7 @@ from prometheus_client import Counter, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from common.runs import stopped_as_asked
+from common.runs import CRM_UNFIT, stopped_as_asked
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series: noise
 
@@ -65,8 +65,16 @@ UPDATE_RESULTS = Counter(
 )
 RUNS_PARKED = Counter(
     "mcsync_runs_parked",
-    "Runs parked, by why (max_time, stop_on, mailchimp_refused).",
+    "Runs parked, by why (max_time, stop_on, mailchimp_refused, crm_unfit).",
     ["audience", "why"],
+)
+CRM_SECONDS = Histogram(
+    "mcsync_crm_seconds",
+    "Time spent on CiviCRM's database (MCSYNC_CRM_URL), by operation: refresh (the run's "
+    "CRM facts), insert_contacts, set_memberships, put_emails_on_hold, add_emails, "
+    "set_contact_names, freshen.",
+    ["operation"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 SYNC_SECONDS = Histogram(
     "mcsync_sync_duration_seconds",
@@ -100,6 +108,8 @@ def parked_why(reason: str) -> str:
         return "max_time"
     if reason.startswith("Mailchimp refused"):
         return "mailchimp_refused"
+    if reason.startswith(CRM_UNFIT):
+        return "crm_unfit"
     return "other"
 
 

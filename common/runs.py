@@ -98,6 +98,7 @@ def after(stage: Stage, data_sync: bool) -> Stage | None:
 
 
 STOPPED_AS_ASKED = "(stop_on)"
+CRM_UNFIT = "the CRM cannot be synced: "  # a parked reason's start: CiviCRM's problems follow
 
 
 def stopped_as_asked(parked_reason: str) -> bool:

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from common.crm import civicrm, mirror
 from common.db import crm
+from common.metrics import CRM_SECONDS
 
 __all__ = ["EMBEDDED", "CiviCrm", "CrmWrites", "display_name", "sort_name"]
 
@@ -129,9 +130,11 @@ class CiviCrm:
         """Why the sync cannot work with this CiviCRM (``civicrm.check``); empty if it can."""
         return civicrm.check(self.engine).problems
 
+    @CRM_SECONDS.labels("refresh").time()
     def refresh(self, pg: sa.Engine, group_ids: Sequence[int]) -> mirror.RefreshReport:
         return mirror.refresh(pg, self.engine, group_ids)
 
+    @CRM_SECONDS.labels("freshen").time()
     def freshen(
         self,
         conn: sa.Connection,
@@ -153,6 +156,7 @@ class CiviCrm:
                 ids.update(int(row[0]) for row in found if row[0] is not None)
             mirror.copy_contacts(conn, civi, sorted(ids), groups)
 
+    @CRM_SECONDS.labels("insert_contacts").time()
     def insert_contacts(self, conn: sa.Connection, contacts: Sequence[crm.NewContact]) -> list[int]:
         """Create ``contacts`` (or find the ones a killed call created); ids in input order."""
         if not contacts:
@@ -191,6 +195,7 @@ class CiviCrm:
         self._copy(conn, ids)
         return ids
 
+    @CRM_SECONDS.labels("set_memberships").time()
     def set_memberships(self, conn: sa.Connection, changes: Sequence[crm.MembershipChange]) -> int:
         """A history row per change (tracked; none twice) and the latest status per pair."""
         if not changes:
@@ -223,6 +228,7 @@ class CiviCrm:
         self._copy(conn, contacts, sorted({c.group_id for c in changes}))
         return len(changes)
 
+    @CRM_SECONDS.labels("put_emails_on_hold").time()
     def put_emails_on_hold(self, conn: sa.Connection, emails: Sequence[str], when: datetime) -> int:
         """Put the addresses on hold since ``when``; one already on hold keeps its date."""
         if not emails:
@@ -237,6 +243,7 @@ class CiviCrm:
         self.freshen(conn, emails, (), ())
         return int(held)
 
+    @CRM_SECONDS.labels("add_emails").time()
     def add_emails(self, conn: sa.Connection, rows: Sequence[crm.EmailToAdd]) -> int:
         """Give each contact its address unless it has it; a bulk-mail one takes the flag."""
         if not rows:
@@ -272,6 +279,7 @@ class CiviCrm:
         self._copy(conn, contacts)
         return len(new)
 
+    @CRM_SECONDS.labels("set_contact_names").time()
     def set_contact_names(
         self, conn: sa.Connection, contact_id: int, first: str | None, last: str | None
     ) -> int:

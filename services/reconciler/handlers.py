@@ -26,6 +26,7 @@ from common.db.config import SyncConnection
 from common.db.runs import RunState
 from common.messages import Message, ReconcileChunk, RunCrmStages, SubmitFullBatches
 from common.progress import after_stage, unit_of_stage
+from common.runs import CRM_UNFIT
 from common.vocabulary import Stage
 from services.reconciler import chunk, stages
 from services.reconciler.plugins import DataPlugin
@@ -101,7 +102,7 @@ def _refresh_crm_facts(deps: Deps, message: RunCrmStages) -> bool:
         return True
     problems = deps.crm.problems()
     if problems:
-        reason = "the CRM cannot be synced: " + "; ".join(problems)
+        reason = CRM_UNFIT + "; ".join(problems)
         log.warning("audience %s: %s; the run is parked", message.list_id, reason)
         with deps.engine.begin() as conn:
             runs.park_if_current(conn, message.list_id, message.run_id, FIX, deps.clock(), reason)
