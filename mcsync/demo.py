@@ -13,7 +13,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import requests
 import sqlalchemy as sa
@@ -38,6 +38,8 @@ from sim.mailchimp import Simulator, run_in_thread
 
 SUBSCRIPTION_GROUP = ("mailchimp_newsletter", "Newsletter (Mailchimp)")
 IMPORT_CHUNK = 5000
+SEED_PAGE = 10_000  # contacts or memberships per CRM write while seeding
+T = TypeVar("T")
 
 
 class DemoRefused(RuntimeError):
@@ -193,14 +195,22 @@ def _seed_crm(
         subscription = create_group(conn, *SUBSCRIPTION_GROUP)
         groups = {key: create_group(conn, f"interest_{key}", key.title()) for key in INTERESTS}
     writes.refresh(engine, [])  # CiviCRM's new groups into the copy
+    contacts = [_new_contact(contact) for contact in plan.contacts]
     with engine.begin() as conn:
-        ids = writes.insert_contacts(conn, [_new_contact(contact) for contact in plan.contacts])
-        writes.set_memberships(conn, list(_memberships(plan.contacts, ids, subscription, groups)))
+        ids = [i for page in _pages(contacts) for i in writes.insert_contacts(conn, page)]
+        for changes in _pages(list(_memberships(plan.contacts, ids, subscription, groups))):
+            writes.set_memberships(conn, changes)
         account_id = config.add_account(conn, "Demo Org", audience.api_key)
         interest_groups = {audience.interest_ids[key]: groups[key] for key in INTERESTS}
         config.add_connection(conn, account_id, audience.list_id, subscription, interest_groups)
     with engine.connect() as conn:
         conn.execute(sa.text("ANALYZE"))  # fresh statistics for the freshly seeded CRM
+
+
+def _pages(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    """``items`` in pages of SEED_PAGE (a CiviCRM statement has a size limit)."""
+    for start in range(0, len(items), SEED_PAGE):
+        yield items[start : start + SEED_PAGE]
 
 
 def _new_contact(contact: PlannedContact) -> crm.NewContact:
