@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from admin_support import (
     set_membership,
     snapshot,
 )
+from civicrm_support import CiviCrmTables, civicrm_database
 
 from common.db import config, runs
 from common.db.schema import (
@@ -40,6 +42,7 @@ from common.db.schema import (
 )
 from common.mailchimp import MailchimpClient
 from common.messages import StartSync
+from common.settings import Settings
 from common.vocabulary import GroupStatus, Stage
 from services.admin import crm_actions
 from services.admin.config_shape import parse_config
@@ -674,3 +677,27 @@ def test_includeinsync_takes_the_largest_list_allowed_in_one_statement(
     add_row(clean_tables, LIST_A, "ann@example.org", "subscribed", ann)
     ids = [ann, *range(10_000_000, 10_000_000 + crm_actions.MAX_CONTACTS - 1)]
     assert call(make_context(clean_tables), "includeinsync", contact_id=ids) == {"affected": 1}
+
+
+def test_updateconfig_with_civicrm_as_the_crm_takes_civicrms_groups_only(
+    clean_tables: sa.Engine,
+) -> None:
+    with civicrm_database("mcsync_updateconfig_test") as url:
+        newsletter = CiviCrmTables("mcsync_updateconfig_test").group("newsletter")
+        ctx = dataclasses.replace(make_context(clean_tables), settings=Settings(crm_url=url))
+
+        stored = call(
+            ctx,
+            "updateconfig",
+            config=config_text(("Org", API_KEY, [connection_json(LIST_A, newsletter)])),
+        )
+        with pytest.raises(ParamError) as refused:
+            call(
+                ctx,
+                "updateconfig",
+                config=config_text(("Org", API_KEY, [connection_json(LIST_A, newsletter + 41)])),
+            )
+
+    connections = stored["config"]["accounts"][0]["connections"]
+    assert connections[0]["subscription_group_id"] == newsletter
+    assert refused.value.message == f"config: no CRM group has the id {newsletter + 41}"
