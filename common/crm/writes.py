@@ -15,7 +15,8 @@ primary email. Design: docs/civicrm.md.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -161,9 +162,8 @@ class CiviCrm:
         """Create ``contacts`` (or find the ones a killed call created); ids in input order."""
         if not contacts:
             return []
-        mirror.share_mirror(conn)
         primaries = [_primary(c) for c in contacts]
-        with self.engine.begin() as civi:
+        with self._writing(conn) as civi:
             found = _created_before(civi, contacts, primaries)
             missing = [i for i, c in enumerate(contacts) if found.get(i) is None]
             hashes = [secrets.token_hex(16) for _ in missing]
@@ -200,9 +200,8 @@ class CiviCrm:
         """A history row per change (tracked; none twice) and the latest status per pair."""
         if not changes:
             return 0
-        mirror.share_mirror(conn)
         contacts = sorted({c.contact_id for c in changes})
-        with self.engine.begin() as civi:
+        with self._writing(conn) as civi:
             todo = _not_made_yet(civi, changes, contacts, self.tracking)
             if todo:
                 civi.exec_driver_sql(
@@ -233,8 +232,7 @@ class CiviCrm:
         """Put the addresses on hold since ``when``; one already on hold keeps its date."""
         if not emails:
             return 0
-        mirror.share_mirror(conn)
-        with self.engine.begin() as civi:
+        with self._writing(conn) as civi:
             held = civi.exec_driver_sql(
                 "UPDATE civicrm_email SET on_hold = 1, hold_date = %s "
                 f"WHERE on_hold = 0 AND email IN ({_marks(emails)})",
@@ -248,9 +246,8 @@ class CiviCrm:
         """Give each contact its address unless it has it; a bulk-mail one takes the flag."""
         if not rows:
             return 0
-        mirror.share_mirror(conn)
         contacts = sorted({r.contact_id for r in rows})
-        with self.engine.begin() as civi:
+        with self._writing(conn) as civi:
             have = {
                 (int(cid), str(email).lower())
                 for cid, email in civi.exec_driver_sql(
@@ -287,8 +284,7 @@ class CiviCrm:
         given_first, given_last = crm.clean_name(first), crm.clean_name(last)
         if given_first is None and given_last is None:
             return 0
-        mirror.share_mirror(conn)
-        with self.engine.begin() as civi:
+        with self._writing(conn) as civi:
             found = civi.exec_driver_sql(_NAMES, (contact_id,)).first()
             if found is None:
                 return 0
@@ -308,6 +304,14 @@ class CiviCrm:
             )
         self._copy(conn, [contact_id])
         return 1
+
+    @contextmanager
+    def _writing(self, conn: sa.Connection) -> Iterator[sa.Connection]:
+        """A CiviCRM transaction, the copy held shared on ``conn`` meanwhile (no refresh
+        merges rows read before this write over it)."""
+        mirror.share_mirror(conn)
+        with self.engine.begin() as civi:
+            yield civi
 
     def _copy(
         self, conn: sa.Connection, contact_ids: Sequence[int], groups: Sequence[int] = ()

@@ -34,6 +34,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 from civicrm_support import CRMS, CrmSide, crm_side
+from dramatiq import Broker
 from rabbit_support import RABBITMQ, REDIS, require_isolated_rabbitmq
 from resilience_support import (
     World,
@@ -192,6 +193,31 @@ def _retrigger_if_unfinished(settings: Settings, engine: sa.Engine, list_id: str
         sync(settings, SyncRequest(max_time=0), wait=False)
 
 
+def _settings(world: World, crm: CrmSide, database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        crm_url=crm.url,
+        broker_url=RABBITMQ,
+        redis_url=REDIS,
+        mailchimp_api_url=world.simulator.api_url,
+    )
+
+
+def _leases(api_key: str) -> redis.Redis:
+    """Redis, without the connection leases a previous test's dead worker left."""
+    leases = redis.Redis.from_url(REDIS)
+    leases.delete(lease_key(api_key))
+    return leases
+
+
+def _settle(engine: sa.Engine, list_id: str, broker: Broker) -> None:
+    """Wait for the run's results (the test sends the batch checks the poller would)."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while not _settled(engine, list_id) and time.monotonic() < deadline:
+        send(broker, CheckBatches())
+        time.sleep(1.0)
+
+
 @pytest.fixture(params=CRMS)
 def crm(request: pytest.FixtureRequest, clean_tables: sa.Engine) -> Iterator[CrmSide]:
     with crm_side(request.param, clean_tables, "mcsync_killed_workers_test") as side:
@@ -209,15 +235,8 @@ def test_a_sync_survives_its_worker_being_killed_repeatedly_without_repeating_an
     world: World, crm: CrmSide, clean_tables: sa.Engine, database_url: str, tmp_path: Path
 ) -> None:
     engine, list_id, api_key = clean_tables, world.audience.list_id, world.audience.api_key
-    settings = Settings(
-        database_url=database_url,
-        crm_url=crm.url,
-        broker_url=RABBITMQ,
-        redis_url=REDIS,
-        mailchimp_api_url=world.simulator.api_url,
-    )
-    leases = redis.Redis.from_url(REDIS)
-    leases.delete(lease_key(api_key))
+    settings = _settings(world, crm, database_url)
+    leases = _leases(api_key)
     rng = random.Random(SEED)
     killed_at: list[str] = []
     log = tmp_path / "worker.log"
@@ -234,10 +253,7 @@ def test_a_sync_survives_its_worker_being_killed_repeatedly_without_repeating_an
                 worker.start()
                 _retrigger_if_unfinished(settings, engine, list_id)
                 send(broker, CheckBatches())
-            deadline = time.monotonic() + SETTLE_SECONDS
-            while not _settled(engine, list_id) and time.monotonic() < deadline:
-                send(broker, CheckBatches())
-                time.sleep(1.0)
+            _settle(engine, list_id, broker)
     finally:
         broker.close()
         leases.close()
@@ -294,15 +310,8 @@ def test_a_worker_killed_right_after_civicrm_committed_makes_no_crm_change_twice
     world: World, crm: CrmSide, clean_tables: sa.Engine, database_url: str, tmp_path: Path
 ) -> None:
     engine, list_id, api_key = clean_tables, world.audience.list_id, world.audience.api_key
-    settings = Settings(
-        database_url=database_url,
-        crm_url=crm.url,
-        broker_url=RABBITMQ,
-        redis_url=REDIS,
-        mailchimp_api_url=world.simulator.api_url,
-    )
-    leases = redis.Redis.from_url(REDIS)
-    leases.delete(lease_key(api_key))
+    settings = _settings(world, crm, database_url)
+    leases = _leases(api_key)
     log = tmp_path / "worker.log"
     in_window = 0  # kills that left CiviCRM ahead of the copy in Postgres
     broker = build_broker(settings)
@@ -319,10 +328,7 @@ def test_a_worker_killed_right_after_civicrm_committed_makes_no_crm_change_twice
                 _as_if_long_dead(engine, leases, api_key)
                 worker.start()
                 _retrigger_if_unfinished(settings, engine, list_id)
-            deadline = time.monotonic() + SETTLE_SECONDS
-            while not _settled(engine, list_id) and time.monotonic() < deadline:
-                send(broker, CheckBatches())
-                time.sleep(1.0)
+            _settle(engine, list_id, broker)
     finally:
         broker.close()
         leases.close()
