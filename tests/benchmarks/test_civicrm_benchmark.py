@@ -18,7 +18,9 @@ fetch beats Mailchimp's. Seeding is timed apart and is not part of any figure co
 
 from __future__ import annotations
 
+import io
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -26,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,11 +41,14 @@ from scratch_databases import scratch_database
 from server_checks import require_server
 
 from common.crm import mirror
-from common.crm.civicrm import crm_engine
-from common.db import cache, migrate
+from common.crm.civicrm import UTC_SESSION, crm_engine
+from common.db import cache, config, crm, migrate, runs
 from common.db.engine import create_engine
 from common.mailchimp import MailchimpClient
 from common.member_data import FetchedMember
+from common.settings import Settings
+from common.vocabulary import GroupStatus
+from mcsync.sync import SyncRequest, fetch_and_reconcile
 from services.fetcher.handlers import PAGE_FIELDS, PAGE_SIZE
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -52,6 +58,14 @@ SIZES = [int(s) for s in os.environ.get("MCSYNC_BENCH_SIZES", "100000").split(",
 CRM_DATABASE = "mcsync_civicrm_bench"
 PG_DATABASE = "mcsync_civicrm_bench"
 GROUP_ID = 1
+# CiviCRM's tables that the sync reads; the copy's have the same names.
+TABLES = (
+    "civicrm_group",
+    "civicrm_contact",
+    "civicrm_email",
+    "civicrm_group_contact",
+    "civicrm_subscription_history",
+)
 # The simulator's --seed-members N makes seed<SEED>.member<n>@example.org, n from 0: contact
 # n + 1 of the CRM gets that email, so every member has its contact.
 SEED = 1
@@ -63,8 +77,8 @@ T = TypeVar("T")
 
 # --- seeding (not measured) -----------------------------------------------------------------
 
-# Each statement fills ids first..last from MariaDB's SEQUENCE engine (seq_<a>_to_<b>): no rows
-# cross the wire, so a million contacts take seconds rather than minutes of INSERTs.
+# Each statement fills ids first..last from MariaDB's SEQUENCE engine (seq_<a>_to_<b>), so no
+# row crosses the wire; most of the time goes to civicrm_contact's twenty indexes.
 SEED_STATEMENTS = (
     "INSERT INTO civicrm_contact (id, contact_type, first_name, last_name, display_name, "
     "sort_name, hash, created_date, modified_date) "
@@ -84,9 +98,11 @@ SEED_STATEMENTS = (
 def _seed_civicrm(database: str, size: int) -> float:
     """``size`` contacts in CiviCRM, as described above; the seconds it took."""
     started = time.perf_counter()
-    connection = pymysql.connect(host=HOST, port=PORT, user="root", database=database)
+    connection = pymysql.connect(
+        host=HOST, port=PORT, user="root", database=database, init_command=UTC_SESSION
+    )
     with connection, connection.cursor() as cursor:
-        cursor.execute("SET time_zone = '+00:00', unique_checks = 0, foreign_key_checks = 0")
+        cursor.execute("SET unique_checks = 0, foreign_key_checks = 0")
         cursor.execute(
             "INSERT INTO civicrm_group (id, name, title, frontend_title) "
             "VALUES (%s, 'newsletter', 'Newsletter', 'Newsletter')",
@@ -96,12 +112,13 @@ def _seed_civicrm(database: str, size: int) -> float:
             last = min(size, first + SEED_ROWS_PER_STATEMENT - 1)
             for statement in SEED_STATEMENTS:
                 cursor.execute(
-                    statement.format(first=first, last=last, at=SEEDED_AT, seed=SEED, group=GROUP_ID)
+                    statement.format(
+                        first=first, last=last, at=SEEDED_AT, seed=SEED, group=GROUP_ID
+                    )
                 )
             connection.commit()
-        for table in ("civicrm_contact", "civicrm_email", "civicrm_group_contact"):
-            cursor.execute(f"ANALYZE TABLE {table}")
-            cursor.fetchall()
+        cursor.execute("ANALYZE TABLE " + ", ".join(TABLES))
+        cursor.fetchall()
     return time.perf_counter() - started
 
 
@@ -124,10 +141,9 @@ def _free_port() -> int:
 def _simulator(size: int) -> Iterator[Simulator]:
     """The simulator in a process of its own, its audience seeded with ``size`` members."""
     started = time.perf_counter()
-    port = str(_free_port())
+    seeded = ["--seed-members", str(size), "--seed", str(SEED)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "sim.mailchimp", "--port", port, "--seed-members", str(size)]
-        + ["--seed", str(SEED)],
+        [sys.executable, "-m", "sim.mailchimp", "--port", str(_free_port()), *seeded],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -226,17 +242,10 @@ def _fetch(engine: sa.Engine, simulator: Simulator) -> Fetched:
     """Every page of the audience, as ``services.fetcher.handlers.fetch_page`` asks for and
     merges it (the run's bookkeeping aside), one page after another."""
     client = MailchimpClient(simulator.api_key, base_url=simulator.api_url)
-    path = f"/lists/{simulator.list_id}/members"
-    query = {"count": PAGE_SIZE, "fields": PAGE_FIELDS, "sort_field": "last_changed"}
-    offset, total, got, merged = 0, 1, 0.0, 0.0
-    fetched = 0
+    fetched, pages, got, merged = 0, 0, 0.0, 0.0
     try:
-        while offset < total:
-            clock = time.perf_counter()
-            page = client.get(path, query | {"sort_dir": "ASC", "offset": offset})
-            members = [FetchedMember.from_api(member) for member in page["members"]]
-            got += time.perf_counter() - clock
-            total, offset, fetched = int(page["total_items"]), offset + PAGE_SIZE, fetched + len(members)
+        for members, seconds in _pages(client, simulator.list_id):
+            fetched, pages, got = fetched + len(members), pages + 1, got + seconds
             clock = time.perf_counter()
             with engine.begin() as conn:
                 cache.merge_fetched(conn, simulator.list_id, GROUP_ID, members)
@@ -245,7 +254,26 @@ def _fetch(engine: sa.Engine, simulator: Simulator) -> Fetched:
             merged += time.perf_counter() - clock
     finally:
         client.close()
-    return Fetched(fetched, offset // PAGE_SIZE, got, merged)
+    return Fetched(fetched, pages, got, merged)
+
+
+def _pages(client: MailchimpClient, list_id: str) -> Iterator[tuple[list[FetchedMember], float]]:
+    """Each page of the audience, parsed, with the seconds getting and parsing it took."""
+    path = f"/lists/{list_id}/members"
+    # The fetcher's query (its _page_query): a fixed window, sorted by last change.
+    query = {
+        "count": PAGE_SIZE,
+        "fields": PAGE_FIELDS,
+        "sort_field": "last_changed",
+        "sort_dir": "ASC",
+    }
+    offset, total = 0, 1
+    while offset < total:
+        clock = time.perf_counter()
+        page = client.get(path, query | {"offset": offset})
+        members = [FetchedMember.from_api(member) for member in page["members"]]
+        yield members, time.perf_counter() - clock
+        total, offset = int(page["total_items"]), offset + PAGE_SIZE
 
 
 # --- the benchmark ------------------------------------------------------------------------------
@@ -259,6 +287,31 @@ class Figures:
     first: tuple[mirror.RefreshReport, Cost]
     second: tuple[mirror.RefreshReport, Cost]
     fetch: tuple[Fetched, Cost]
+    server_settings: str
+
+
+def _analyze_the_copy(engine: sa.Engine) -> None:
+    """Statistics on the copy, as autovacuum has long made them when a later run fetches: the
+    refresh leaves the tables it filled unanalyzed, and planned without statistics, the
+    fetch's lookup of each member's contact took over twice as long."""
+    with engine.connect() as conn:
+        conn.execute(sa.text("ANALYZE " + ", ".join(TABLES)))
+        conn.commit()
+
+
+# The settings that shape the figures most: the servers' memory, Postgres's WAL room.
+PG_SETTINGS = ("shared_buffers", "max_wal_size", "work_mem")
+MARIADB_SETTINGS = ("innodb_buffer_pool_size",)
+
+
+def _server_settings(pg: sa.Engine, civicrm: sa.Engine) -> str:
+    with pg.connect() as conn:
+        shown = [f"{n} {conn.execute(sa.text(f'SHOW {n}')).scalar_one()}" for n in PG_SETTINGS]
+    with civicrm.connect() as conn:
+        for name in MARIADB_SETTINGS:
+            size = int(conn.execute(sa.text(f"SELECT @@{name}")).scalar_one())
+            shown.append(f"{name} {size // 2**20}MB")
+    return ", ".join(shown)
 
 
 def _bench(size: int, database_url: str) -> Figures:
@@ -274,13 +327,14 @@ def _bench(size: int, database_url: str) -> Figures:
             rss_before = _rss_mb("VmRSS")
             first = _measured(pg, lambda: mirror.refresh(pg, civicrm, [GROUP_ID]))
             second = _measured(pg, lambda: mirror.refresh(pg, civicrm, [GROUP_ID]))
+            _analyze_the_copy(pg)
             fetch = _measured(pg, lambda: _fetch(pg, simulator))
+            settings = _server_settings(pg, civicrm)
         finally:
             pg.dispose()
             civicrm.dispose()
-    return Figures(
-        size, (crm_seconds, simulator.seed_seconds), rss_before, first, second, fetch
-    )
+    seeding = (crm_seconds, simulator.seed_seconds)
+    return Figures(size, seeding, rss_before, first, second, fetch, settings)
 
 
 def _print_refresh(title: str, report: mirror.RefreshReport, cost: Cost) -> None:
@@ -307,6 +361,7 @@ def _report(figures: Figures) -> None:
         f"seeding (not compared): CiviCRM {crm_seeding:.1f} s, simulator {simulator_seeding:.1f} s;"
         f" this process's RSS before the refreshes {figures.rss_before_mb:,.0f} MB"
     )
+    print(f"servers: {figures.server_settings}")
     _print_refresh("refresh into an empty copy", first, first_cost)
     _print_refresh("refresh again, nothing changed", second, second_cost)
     print(
@@ -329,9 +384,167 @@ def test_reading_civicrm_beside_fetching_the_audience(size: int, database_url: s
     require_server(HOST, PORT, "MariaDB")
     figures = _bench(size, database_url)
     _report(figures)
-    assert fetched_all(figures) == size
+    assert figures.fetch[0].members == size
     assert {t.table: t.rows for t in figures.first[0].tables}["civicrm_contact"] == size
 
 
-def fetched_all(figures: Figures) -> int:
-    return figures.fetch[0].members
+# --- a whole sync with CiviCRM as the CRM, beside one with the embedded CRM -------------------
+
+SYNC_SIZE = int(os.environ.get("MCSYNC_BENCH_SYNC_SIZE", "100000"))
+FOLLOW_POLL = 1.0  # seconds between the follower's looks at the run (it counts the queue)
+
+
+@dataclass(frozen=True)
+class Synced:
+    """A first sync and an incremental one (after changes to 1% of the members, half at
+    Mailchimp and half in the CRM), each with its time per stage from the status log."""
+
+    crm: str
+    initial: float
+    incremental: float
+    initial_stages: list[tuple[str, float]]
+    incremental_stages: list[tuple[str, float]]
+
+
+def _sync_bench(civicrm_as_crm: bool, size: int, database_url: str) -> Synced:
+    """The same CRM (CiviCRM's, or read into our Postgres's tables by a refresh) and the same
+    audience, synced with every worker in this process (the embedded broker)."""
+    crm = "CiviCRM (MariaDB)" if civicrm_as_crm else "embedded (our Postgres)"
+    with (
+        civicrm_database(CRM_DATABASE) as crm_url,
+        _simulator(size) as simulator,
+        scratch_database(database_url, PG_DATABASE) as pg_url,
+    ):
+        _seed_civicrm(CRM_DATABASE, size)
+        migrate.upgrade(pg_url)
+        pg = create_engine(pg_url)
+        try:
+            if not civicrm_as_crm:
+                _crm_into_our_tables(pg, crm_url)
+            _connect(pg, simulator)
+            settings = Settings(
+                database_url=pg_url,
+                crm_url=crm_url if civicrm_as_crm else "",
+                mailchimp_api_url=simulator.api_url,
+            )
+            initial = _timed_sync(settings, pg, simulator.list_id)
+            _change_one_percent(pg, simulator, size, civicrm_as_crm)
+            incremental = _timed_sync(settings, pg, simulator.list_id)
+        finally:
+            pg.dispose()
+    return Synced(crm, initial[0], incremental[0], initial[1], incremental[1])
+
+
+def _crm_into_our_tables(pg: sa.Engine, crm_url: str) -> None:
+    """The seeded CiviCRM as the embedded CRM: read into our tables, each table's id sequence
+    then moved past the ids read (the embedded CRM takes its new ids from them)."""
+    civicrm = crm_engine(crm_url)
+    mirror.refresh(pg, civicrm, [GROUP_ID])
+    civicrm.dispose()
+    with pg.begin() as conn:
+        for table in TABLES:
+            conn.execute(
+                sa.text(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                    f"(SELECT max(id) FROM {table}))"
+                )
+            )
+    _analyze_the_copy(pg)
+
+
+def _connect(pg: sa.Engine, simulator: Simulator) -> None:
+    with pg.begin() as conn:
+        account = config.add_account(conn, "Bench Org", simulator.api_key)
+        config.add_connection(conn, account, simulator.list_id, GROUP_ID, {})
+
+
+def _timed_sync(
+    settings: Settings, pg: sa.Engine, list_id: str
+) -> tuple[float, list[tuple[str, float]]]:
+    started, clock = datetime.now(UTC), time.perf_counter()
+    followed = fetch_and_reconcile(
+        settings, SyncRequest(max_time=0), True, io.StringIO(), FOLLOW_POLL
+    )
+    seconds = time.perf_counter() - clock
+    assert not followed.unfinished, followed.unfinished
+    return seconds, _stage_times(pg, list_id, started)
+
+
+def _stage_times(pg: sa.Engine, list_id: str, since: datetime) -> list[tuple[str, float]]:
+    """The run's status log lines since ``since``, each with the seconds since the line before."""
+    with pg.connect() as conn:
+        log = runs.read_log(conn, list_id)
+    times, previous = [], since
+    for entry in log:
+        at = datetime.fromisoformat(entry["at"])
+        if at >= since:
+            times.append((entry["message"], (at - previous).total_seconds()))
+            previous = at
+    return times
+
+
+def _change_one_percent(
+    pg: sa.Engine, simulator: Simulator, size: int, civicrm_as_crm: bool
+) -> None:
+    """Half a percent of the members unsubscribe at Mailchimp, and half a percent of the
+    contacts are removed from the group in the CRM (the same ones whichever the CRM)."""
+    rng = random.Random(size)
+    control = simulator.api_url.removesuffix("/3.0") + f"/_sim/lists/{simulator.list_id}/members"
+    listed = requests.get(control, timeout=300).json()["members"]
+    subscribed = [m["email_address"] for m in listed if m["status"] == "subscribed"]
+    for email in rng.sample(sorted(subscribed), size // 200):
+        unsubscribe = f"{control}/{email}/actions/unsubscribe"
+        requests.post(unsubscribe, json={"source": "user"}, timeout=30).raise_for_status()
+    removed = rng.sample(range(1, size + 1), size // 200)
+    if civicrm_as_crm:
+        _remove_in_civicrm(removed)
+    else:
+        now = datetime.now(UTC)
+        changes = [
+            crm.MembershipChange(c, GROUP_ID, GroupStatus.REMOVED, now, "Admin") for c in removed
+        ]
+        with pg.begin() as conn:
+            crm.set_memberships(conn, changes)
+
+
+def _remove_in_civicrm(contact_ids: list[int]) -> None:
+    """As CiviCRM removes contacts from a group: the membership, and a history row each."""
+    listed = ", ".join(map(str, contact_ids))
+    connection = pymysql.connect(
+        host=HOST, port=PORT, user="root", database=CRM_DATABASE, init_command=UTC_SESSION
+    )
+    with connection, connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE civicrm_group_contact SET status = 'Removed' "
+            f"WHERE group_id = {GROUP_ID} AND contact_id IN ({listed})"
+        )
+        cursor.execute(
+            "INSERT INTO civicrm_subscription_history (contact_id, group_id, date, method, status) "
+            "SELECT contact_id, group_id, NOW(), 'Admin', 'Removed' "
+            f"FROM civicrm_group_contact WHERE group_id = {GROUP_ID} AND contact_id IN ({listed})"
+        )
+        connection.commit()
+
+
+def _report_syncs(results: list[Synced], size: int) -> None:
+    print(f"\n=== a whole sync of {size:,} members / contacts, by CRM (workers in one process) ===")
+    for synced in results:
+        print(
+            f"{synced.crm}: first sync {synced.initial:7.1f} s, "
+            f"incremental after 1% changes {synced.incremental:7.1f} s"
+        )
+    for synced in results:
+        for title, stages in (
+            ("first sync", synced.initial_stages),
+            ("incremental sync", synced.incremental_stages),
+        ):
+            print(f"time per stage, {title}, {synced.crm}:")
+            for message, seconds in stages:
+                print(f"  {seconds:7.1f} s  {message}")
+
+
+def test_a_sync_with_civicrm_beside_one_with_the_embedded_crm(database_url: str) -> None:
+    require_server(HOST, PORT, "MariaDB")
+    synced = [_sync_bench(civicrm, SYNC_SIZE, database_url) for civicrm in (False, True)]
+    _report_syncs(synced, SYNC_SIZE)
+    assert all(s.initial > 0 for s in synced)
