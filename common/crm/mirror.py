@@ -28,6 +28,7 @@ PAGE = 20_000
 # History ids are taken in CiviCRM's inserts, but a transaction may commit after a later id
 # was read: each incremental read goes back this many ids (rows already here are skipped).
 HISTORY_OVERLAP = 10_000
+ANALYZE_AFTER = 0.1  # a table of which a refresh changed more than this share is analyzed
 MIRROR_LOCK = 0x6D6373796E636D  # "mcsyncm": the advisory lock on the copy
 
 __all__ = [
@@ -69,73 +70,118 @@ def share_mirror(conn: sa.Connection) -> None:
 
 
 @dataclass(frozen=True)
-class _Table:
+class _Column:
+    """A column read from CiviCRM: its type in staging, and its value in the copy (an
+    expression over the staged column; by default the column itself)."""
+
     name: str
-    select: str  # columns, then FROM ... WHERE; keyset on id is appended
-    stage: str  # staging columns, in the order of the select
-    merge: tuple[str, ...]  # statements merging crm_stage into the copy; the last one counts too
+    staged: str
+    value: str = ""
+
+    @property
+    def copied(self) -> str:
+        return f"{self.value or self.name} AS {self.name}"
+
+
+@dataclass(frozen=True)
+class _Table:
+    """One table of the copy: how it is read from CiviCRM and merged in."""
+
+    name: str
+    select: str  # the columns of ``read``, then FROM ... WHERE; keyset on id is appended
+    read: tuple[_Column, ...]
+    key: tuple[str, ...] = ("id",)
+    copied: tuple[str, ...] = ()  # the columns the copy takes (default: all read)
+    scope: str = "true"  # which of the copy's rows the read covers (deletes stay inside it)
+    also_delete: str = ""  # more rows to delete first, as a condition on copy row ``t``
+    updates: bool = True  # history rows never change: only new ones are inserted
+
+    @property
+    def stage(self) -> str:
+        return ", ".join(f"{c.name} {c.staged}" for c in self.read)
+
+    @property
+    def columns(self) -> tuple[_Column, ...]:
+        return tuple(c for c in self.read if not self.copied or c.name in self.copied)
+
+    def merge(self, deletes: bool = True) -> list[str]:
+        """The statements merging ``crm_stage`` into the copy: rows CiviCRM no longer has
+        deleted (``deletes``), then new and changed rows written, unchanged ones untouched
+        (an upsert would lock, and so write, every row it matches)."""
+        names = [c.name for c in self.columns]
+        rest = [n for n in names if n not in self.key]
+        on = " AND ".join(f"{side}.{k} = t.{k}" for side in ("s",) for k in self.key)
+        statements = []
+        if deletes:
+            extra = f" OR ({self.also_delete})" if self.also_delete else ""
+            statements.append(
+                f"DELETE FROM {self.name} t WHERE ({self.scope}) AND (NOT EXISTS "
+                f"(SELECT 1 FROM crm_stage s WHERE {on}){extra})"
+            )
+        joined = " AND ".join(f"o.{k} = i.{k}" for k in self.key)
+        changed = f"o.{self.key[0]} IS NULL"
+        if self.updates and rest:
+            old = ", ".join(f"o.{n}" for n in rest)
+            new = ", ".join(f"i.{n}" for n in rest)
+            changed += f" OR ({old}) IS DISTINCT FROM ({new})"
+        if self.updates and rest:
+            sets = ", ".join(f"{n} = EXCLUDED.{n}" for n in rest)
+            conflict = f"DO UPDATE SET {sets}"
+        else:
+            conflict = "DO NOTHING"
+        statements.append(
+            f"WITH i AS (SELECT {', '.join(c.copied for c in self.columns)} FROM crm_stage) "
+            f"INSERT INTO {self.name} ({', '.join(names)}) "
+            f"SELECT {', '.join(f'i.{n}' for n in names)} FROM i "
+            f"LEFT JOIN {self.name} o ON {joined} WHERE {changed} "
+            f"ON CONFLICT ({', '.join(self.key)}) {conflict}"
+        )
+        return statements
+
+
+def _utc(name: str) -> _Column:
+    """A TIMESTAMP read in a UTC session: naive in staging, timezone-aware in the copy."""
+    return _Column(name, "timestamp", f"{name} AT TIME ZONE 'UTC'")
+
+
+def _flag(name: str) -> _Column:
+    return _Column(name, "smallint", f"{name} <> 0")
 
 
 _GROUPS = _Table(
     "civicrm_group",
     "SELECT id, name, title FROM civicrm_group WHERE id > %s",
-    "id integer, name text, title text",
-    (
-        """DELETE FROM civicrm_group g
-           WHERE NOT EXISTS (SELECT 1 FROM crm_stage s WHERE s.id = g.id)
-              OR EXISTS (SELECT 1 FROM crm_stage s WHERE s.name = g.name AND s.id <> g.id)""",
-        """INSERT INTO civicrm_group (id, name, title) SELECT id, name, title FROM crm_stage
-           ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, title = EXCLUDED.title
-           WHERE (civicrm_group.name, civicrm_group.title)
-               IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.title)""",
-    ),
+    (_Column("id", "integer"), _Column("name", "text"), _Column("title", "text")),
+    # A name is unique in the copy: a group of the copy holding a name CiviCRM gave another.
+    also_delete="EXISTS (SELECT 1 FROM crm_stage s WHERE s.name = t.name AND s.id <> t.id)",
 )
 _CONTACTS = _Table(
     "civicrm_contact",
     "SELECT id, contact_type, first_name, last_name, source, is_deleted, created_date, "
     "modified_date FROM civicrm_contact WHERE id > %s",
-    "id integer, contact_type text, first_name text, last_name text, source text, "
-    "is_deleted smallint, created_date timestamp, modified_date timestamp",
     (
-        """DELETE FROM civicrm_contact c
-           WHERE NOT EXISTS (SELECT 1 FROM crm_stage s WHERE s.id = c.id)""",
-        """INSERT INTO civicrm_contact AS c (id, contact_type, first_name, last_name, source,
-               is_deleted, created_date, modified_date)
-           SELECT id, coalesce(contact_type, 'Individual'), first_name, last_name, source,
-               is_deleted <> 0, created_date AT TIME ZONE 'UTC', modified_date AT TIME ZONE 'UTC'
-           FROM crm_stage
-           ON CONFLICT (id) DO UPDATE SET contact_type = EXCLUDED.contact_type,
-               first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name,
-               source = EXCLUDED.source, is_deleted = EXCLUDED.is_deleted,
-               created_date = EXCLUDED.created_date, modified_date = EXCLUDED.modified_date
-           WHERE (c.contact_type, c.first_name, c.last_name, c.source, c.is_deleted,
-                  c.created_date, c.modified_date)
-               IS DISTINCT FROM (EXCLUDED.contact_type, EXCLUDED.first_name, EXCLUDED.last_name,
-                  EXCLUDED.source, EXCLUDED.is_deleted, EXCLUDED.created_date,
-                  EXCLUDED.modified_date)""",
+        _Column("id", "integer"),
+        _Column("contact_type", "text", "coalesce(contact_type, 'Individual')"),
+        _Column("first_name", "text"),
+        _Column("last_name", "text"),
+        _Column("source", "text"),
+        _flag("is_deleted"),
+        _utc("created_date"),
+        _utc("modified_date"),
     ),
 )
 _EMAILS = _Table(
     "civicrm_email",
     "SELECT id, contact_id, email, is_primary, is_bulkmail, on_hold, hold_date "
     "FROM civicrm_email WHERE id > %s",
-    "id integer, contact_id integer, email text, is_primary smallint, is_bulkmail smallint, "
-    "on_hold integer, hold_date timestamp",
     (
-        """DELETE FROM civicrm_email e
-           WHERE NOT EXISTS (SELECT 1 FROM crm_stage s WHERE s.id = e.id)""",
-        """INSERT INTO civicrm_email AS e (id, contact_id, email, is_primary, is_bulkmail,
-               on_hold, hold_date)
-           SELECT id, contact_id, email, is_primary <> 0, is_bulkmail <> 0, on_hold,
-               hold_date AT TIME ZONE 'UTC'
-           FROM crm_stage
-           ON CONFLICT (id) DO UPDATE SET contact_id = EXCLUDED.contact_id,
-               email = EXCLUDED.email, is_primary = EXCLUDED.is_primary,
-               is_bulkmail = EXCLUDED.is_bulkmail, on_hold = EXCLUDED.on_hold,
-               hold_date = EXCLUDED.hold_date
-           WHERE (e.contact_id, e.email, e.is_primary, e.is_bulkmail, e.on_hold, e.hold_date)
-               IS DISTINCT FROM (EXCLUDED.contact_id, EXCLUDED.email, EXCLUDED.is_primary,
-                  EXCLUDED.is_bulkmail, EXCLUDED.on_hold, EXCLUDED.hold_date)""",
+        _Column("id", "integer"),
+        _Column("contact_id", "integer"),
+        _Column("email", "text"),
+        _flag("is_primary"),
+        _flag("is_bulkmail"),
+        _Column("on_hold", "integer"),
+        _utc("hold_date"),
     ),
 )
 # Memberships of the run's groups: the copy's own ids (a row written here by the sync has one
@@ -144,29 +190,29 @@ _MEMBERSHIPS = _Table(
     "civicrm_group_contact",
     "SELECT id, group_id, contact_id, status FROM civicrm_group_contact "
     "WHERE group_id IN ({groups}) AND id > %s",
-    "id integer, group_id integer, contact_id integer, status text",
     (
-        """DELETE FROM civicrm_group_contact gc
-           WHERE gc.group_id = ANY(CAST(:groups AS integer[]))
-             AND NOT EXISTS (SELECT 1 FROM crm_stage s
-                             WHERE s.group_id = gc.group_id AND s.contact_id = gc.contact_id)""",
-        """INSERT INTO civicrm_group_contact AS gc (group_id, contact_id, status)
-           SELECT group_id, contact_id, status FROM crm_stage
-           ON CONFLICT (group_id, contact_id) DO UPDATE SET status = EXCLUDED.status
-           WHERE gc.status IS DISTINCT FROM EXCLUDED.status""",
+        _Column("id", "integer"),
+        _Column("group_id", "integer"),
+        _Column("contact_id", "integer"),
+        _Column("status", "text"),
     ),
+    key=("group_id", "contact_id"),
+    copied=("group_id", "contact_id", "status"),
+    scope="t.group_id = ANY(CAST(:groups AS integer[]))",
 )
 _HISTORY = _Table(
     "civicrm_subscription_history",
     "SELECT id, contact_id, group_id, date, method, status FROM civicrm_subscription_history "
     "WHERE group_id IN ({groups}) AND id > %s",
-    "id integer, contact_id integer, group_id integer, date timestamp, method text, status text",
     (
-        """INSERT INTO civicrm_subscription_history (id, contact_id, group_id, date, method,
-               status)
-           SELECT id, contact_id, group_id, date AT TIME ZONE 'UTC', method, status FROM crm_stage
-           ON CONFLICT (id) DO NOTHING""",
+        _Column("id", "integer"),
+        _Column("contact_id", "integer"),
+        _Column("group_id", "integer"),
+        _utc("date"),
+        _Column("method", "text"),
+        _Column("status", "text"),
     ),
+    updates=False,
 )
 
 
@@ -208,9 +254,12 @@ def _mirror(
     conn.exec_driver_sql("ANALYZE crm_stage")
     changed = 0
     bind = {"groups": id_array(params["groups"])} if "groups" in params else {}
-    for statement in table.merge:
+    for statement in table.merge(deletes=table.updates):
         changed += conn.execute(sa.text(statement), bind).rowcount
     conn.exec_driver_sql("DROP TABLE crm_stage")
+    if changed > ANALYZE_AFTER * max(copied, 1):
+        # The stages plan on these statistics next; the stale ones may date from an empty copy.
+        conn.exec_driver_sql(f"ANALYZE {table.name}")
     return TableRead(table.name, copied, read, time.perf_counter() - started - read, changed)
 
 
@@ -324,5 +373,5 @@ def _merge_rows(conn: sa.Connection, table: _Table, rows: list[tuple[Any, ...]])
         ),
         {"rows": json_rows([dict(zip(names, row, strict=True)) for row in rows])},
     )
-    conn.execute(sa.text(table.merge[-1]))
+    conn.execute(sa.text(table.merge(deletes=False)[-1]))
     conn.exec_driver_sql("DROP TABLE crm_stage")

@@ -139,3 +139,43 @@ def test_a_crm_that_does_not_answer_leaves_the_copy_as_it_was(
         mirror.refresh(clean_tables, gone, [1])
 
     assert _copy(clean_tables, "civicrm_contact", "id") == []
+
+
+def test_a_refresh_that_finds_nothing_new_leaves_the_copys_rows_untouched(
+    civi: CiviCrmTables, engine: sa.Engine, clean_tables: sa.Engine
+) -> None:
+    group = civi.group("newsletter")
+    for n in range(3):
+        contact = civi.contact(f"P{n}", "Tester", f"p{n}@example.org")
+        civi.join(contact, group, "Added", "2025-01-01 00:00:00")
+    mirror.refresh(clean_tables, engine, [group])
+    before = _versions(clean_tables)
+
+    mirror.refresh(clean_tables, engine, [group])
+
+    # A row written, or only locked (an upsert that matched it), has a new xmin or xmax: a
+    # write to the table and to the WAL.
+    assert _versions(clean_tables) == before
+
+
+def _versions(pg: sa.Engine) -> dict[str, list[tuple[object, ...]]]:
+    tables = ("civicrm_group", "civicrm_contact", "civicrm_email", "civicrm_group_contact")
+    return {t: _copy(pg, t, "id, xmin::text, xmax::text") for t in tables}
+
+
+def test_a_refresh_that_changed_much_of_a_table_leaves_it_analyzed_for_the_stages(
+    civi: CiviCrmTables, engine: sa.Engine, clean_tables: sa.Engine
+) -> None:
+    for n in range(3):
+        civi.contact(f"P{n}", "Tester", f"p{n}@example.org")
+
+    mirror.refresh(clean_tables, engine, [])
+
+    with clean_tables.connect() as conn:
+        planned = conn.execute(
+            sa.text(
+                "SELECT reltuples FROM pg_class "
+                "WHERE relname IN ('civicrm_contact', 'civicrm_email')"
+            )
+        ).scalars()
+        assert set(planned) == {3}
