@@ -16,13 +16,13 @@ exclusively, so a refresh never merges a row read before a write over that write
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
-from common.db.params import id_array, json_rows
+from common.db.params import id_array
 
 PAGE = 20_000
 # History ids are taken in CiviCRM's inserts, but a transaction may commit after a later id
@@ -88,8 +88,8 @@ class _Table:
     """One table of the copy: how it is read from CiviCRM and merged in."""
 
     name: str
-    select: str  # the columns of ``read``, then FROM ... WHERE; keyset on id is appended
     read: tuple[_Column, ...]
+    where: str = "true"  # which of CiviCRM's rows to read ({groups}: the run's group ids)
     key: tuple[str, ...] = ("id",)
     copied: tuple[str, ...] = ()  # the columns the copy takes (default: all read)
     scope: str = "true"  # which of the copy's rows the read covers (deletes stay inside it)
@@ -100,14 +100,25 @@ class _Table:
     def stage(self) -> str:
         return ", ".join(f"{c.name} {c.staged}" for c in self.read)
 
+    def select(self, where: str) -> str:
+        """Rows of CiviCRM's table matching ``where``, after an id (a keyset page): the id,
+        and the row as one line of COPY's text format, formatted by CiviCRM's server (three
+        times faster than parsing each column in Python)."""
+        line = "CONCAT_WS('\\t', " + ", ".join(_copy_text(c) for c in self.read) + ")"
+        return (
+            f"SELECT id, {line} FROM {self.name} WHERE ({where}) AND id > %s "
+            f"ORDER BY id LIMIT {PAGE}"
+        )
+
     @property
     def columns(self) -> tuple[_Column, ...]:
         return tuple(c for c in self.read if not self.copied or c.name in self.copied)
 
-    def merge(self, deletes: bool = True) -> list[str]:
+    def merge(self, deletes: bool = True, within: str = "true") -> list[str]:
         """The statements merging ``crm_stage`` into the copy: rows CiviCRM no longer has
-        deleted (``deletes``), then new and changed rows written, unchanged ones untouched
-        (an upsert would lock, and so write, every row it matches)."""
+        deleted (``deletes``; of the copy's rows ``within``), then new and changed rows
+        written, unchanged ones untouched (an upsert would lock, and so write, every row it
+        matches)."""
         names = [c.name for c in self.columns]
         rest = [n for n in names if n not in self.key]
         on = " AND ".join(f"{side}.{k} = t.{k}" for side in ("s",) for k in self.key)
@@ -115,7 +126,7 @@ class _Table:
         if deletes:
             extra = f" OR ({self.also_delete})" if self.also_delete else ""
             statements.append(
-                f"DELETE FROM {self.name} t WHERE ({self.scope}) AND (NOT EXISTS "
+                f"DELETE FROM {self.name} t WHERE ({self.scope}) AND ({within}) AND (NOT EXISTS "
                 f"(SELECT 1 FROM crm_stage s WHERE {on}){extra})"
             )
         joined = " AND ".join(f"o.{k} = i.{k}" for k in self.key)
@@ -139,6 +150,21 @@ class _Table:
         return statements
 
 
+def _copy_text(column: _Column) -> str:
+    """MySQL's expression of ``column`` as COPY's text format writes it: NULL as \\N, and in
+    text the backslash, tab, newline and carriage return escaped."""
+    value = column.name
+    if column.staged == "text":
+        for char, escaped in (
+            ("\\\\", "\\\\\\\\"),
+            ("\\t", "\\\\t"),
+            ("\\n", "\\\\n"),
+            ("\\r", "\\\\r"),
+        ):
+            value = f"REPLACE({value}, '{char}', '{escaped}')"
+    return f"IFNULL({value}, '\\\\N')"
+
+
 def _utc(name: str) -> _Column:
     """A TIMESTAMP read in a UTC session: naive in staging, timezone-aware in the copy."""
     return _Column(name, "timestamp", f"{name} AT TIME ZONE 'UTC'")
@@ -150,15 +176,12 @@ def _flag(name: str) -> _Column:
 
 _GROUPS = _Table(
     "civicrm_group",
-    "SELECT id, name, title FROM civicrm_group WHERE id > %s",
     (_Column("id", "integer"), _Column("name", "text"), _Column("title", "text")),
     # A name is unique in the copy: a group of the copy holding a name CiviCRM gave another.
     also_delete="EXISTS (SELECT 1 FROM crm_stage s WHERE s.name = t.name AND s.id <> t.id)",
 )
 _CONTACTS = _Table(
     "civicrm_contact",
-    "SELECT id, contact_type, first_name, last_name, source, is_deleted, created_date, "
-    "modified_date FROM civicrm_contact WHERE id > %s",
     (
         _Column("id", "integer"),
         _Column("contact_type", "text", "coalesce(contact_type, 'Individual')"),
@@ -172,8 +195,6 @@ _CONTACTS = _Table(
 )
 _EMAILS = _Table(
     "civicrm_email",
-    "SELECT id, contact_id, email, is_primary, is_bulkmail, on_hold, hold_date "
-    "FROM civicrm_email WHERE id > %s",
     (
         _Column("id", "integer"),
         _Column("contact_id", "integer"),
@@ -188,22 +209,19 @@ _EMAILS = _Table(
 # before a refresh reads CiviCRM's), matched on (group, contact).
 _MEMBERSHIPS = _Table(
     "civicrm_group_contact",
-    "SELECT id, group_id, contact_id, status FROM civicrm_group_contact "
-    "WHERE group_id IN ({groups}) AND id > %s",
     (
         _Column("id", "integer"),
         _Column("group_id", "integer"),
         _Column("contact_id", "integer"),
         _Column("status", "text"),
     ),
+    where="group_id IN ({groups})",
     key=("group_id", "contact_id"),
     copied=("group_id", "contact_id", "status"),
     scope="t.group_id = ANY(CAST(:groups AS integer[]))",
 )
 _HISTORY = _Table(
     "civicrm_subscription_history",
-    "SELECT id, contact_id, group_id, date, method, status FROM civicrm_subscription_history "
-    "WHERE group_id IN ({groups}) AND id > %s",
     (
         _Column("id", "integer"),
         _Column("contact_id", "integer"),
@@ -212,6 +230,7 @@ _HISTORY = _Table(
         _Column("method", "text"),
         _Column("status", "text"),
     ),
+    where="group_id IN ({groups})",
     updates=False,
 )
 
@@ -246,10 +265,8 @@ def refresh_on(conn: sa.Connection, crm: sa.Connection, group_ids: Sequence[int]
 def _mirror(
     conn: sa.Connection, crm: sa.Connection, table: _Table, after: int, params: dict[str, Any]
 ) -> TableRead:
-    conn.exec_driver_sql(f"CREATE TEMP TABLE crm_stage ({table.stage}) ON COMMIT DROP")
-    select = table.select.replace("{groups}", ", ".join(map(str, params.get("groups", ()))))
     started = time.perf_counter()
-    copied = _copy(conn, f"crm_stage ({_names(table.stage)})", _pages(crm, select, after))
+    copied = _stage(conn, crm, table, _in_groups(table.where, params.get("groups", ())), after)
     read = time.perf_counter() - started
     conn.exec_driver_sql("ANALYZE crm_stage")
     changed = 0
@@ -263,34 +280,28 @@ def _mirror(
     return TableRead(table.name, copied, read, time.perf_counter() - started - read, changed)
 
 
-def _names(stage: str) -> str:
-    return ", ".join(column.split()[0] for column in stage.split(","))
+def _in_groups(where: str, groups: Sequence[int]) -> str:
+    return where.replace("{groups}", ", ".join(map(str, groups)))
 
 
-def _pages(crm: sa.Connection, select: str, after: int) -> Iterator[tuple[Any, ...]]:
-    """Every row of ``select`` with an id after ``after``, in keyset pages of PAGE rows."""
-    cursor = crm.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        while True:
-            cursor.execute(f"{select} ORDER BY id LIMIT {PAGE}", (after,))
-            rows = cursor.fetchall()
-            yield from rows
-            if len(rows) < PAGE:
-                return
-            after = rows[-1][0]
-    finally:
-        cursor.close()
-
-
-def _copy(conn: sa.Connection, target: str, rows: Iterator[tuple[Any, ...]]) -> int:
-    """COPY ``rows`` into ``target`` on the caller's connection; the number copied."""
+def _stage(conn: sa.Connection, crm: sa.Connection, table: _Table, where: str, after: int) -> int:
+    """CiviCRM's rows of ``table`` matching ``where`` with an id after ``after``, streamed
+    into a new staging table ``crm_stage`` by COPY, a keyset page at a time; their number."""
+    conn.exec_driver_sql(f"CREATE TEMP TABLE crm_stage ({table.stage}) ON COMMIT DROP")
+    select = table.select(where)
     count = 0
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor, cursor.copy(f"COPY {target} FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
-            count += 1
-    return count
+    reader = crm.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    writer = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with reader, writer, writer.copy("COPY crm_stage FROM STDIN") as copy:
+        while True:
+            reader.execute(select, (after,))
+            rows = reader.fetchall()
+            if rows:
+                copy.write("\n".join(line for _, line in rows) + "\n")
+                count += len(rows)
+                after = rows[-1][0]
+            if len(rows) < PAGE:
+                return count
 
 
 def _history_read_through(conn: sa.Connection, groups: list[int]) -> int:
@@ -322,56 +333,21 @@ def copy_contacts(
     conn: sa.Connection, crm: sa.Connection, contact_ids: Sequence[int], groups: Sequence[int] = ()
 ) -> None:
     """Bring ``contact_ids`` up to date in the copy, on the caller's transactions: the
-    contacts, their emails and (for ``groups``) their memberships and history. A contact
-    CiviCRM no longer has leaves the copy."""
+    contacts, their emails and (for ``groups``) their memberships and history. What CiviCRM
+    no longer has of them leaves the copy."""
     ids = sorted(set(contact_ids))
     if not ids:
         return
     share_mirror(conn)
     listed = ", ".join(map(str, ids))
-    contacts = _rows(crm, _CONTACTS.select.replace("id > %s", f"id IN ({listed})"))
-    emails = _rows(crm, _EMAILS.select.replace("id > %s", f"contact_id IN ({listed})"))
-    bind = {"ids": id_array(ids)}
-    conn.execute(
-        sa.text(
-            "DELETE FROM civicrm_contact WHERE id = ANY(CAST(:ids AS integer[])) "
-            "AND id <> ALL(CAST(:found AS integer[]))"
-        ),
-        bind | {"found": id_array(row[0] for row in contacts)},
-    )
-    conn.execute(
-        sa.text(
-            "DELETE FROM civicrm_email WHERE contact_id = ANY(CAST(:ids AS integer[])) "
-            "AND id <> ALL(CAST(:found AS integer[]))"
-        ),
-        bind | {"found": id_array(row[0] for row in emails)},
-    )
-    tables = [(_CONTACTS, contacts), (_EMAILS, emails)]
+    parts = [(_CONTACTS, "id"), (_EMAILS, "contact_id")]
     if groups:
-        in_groups = ", ".join(map(str, sorted(set(groups))))
-        for table in (_MEMBERSHIPS, _HISTORY):
-            select = table.select.replace("{groups}", in_groups)
-            tables.append(
-                (table, _rows(crm, select.replace("id > %s", f"contact_id IN ({listed})")))
-            )
-    for table, rows in tables:
-        _merge_rows(conn, table, rows)
-
-
-def _rows(crm: sa.Connection, select: str) -> list[tuple[Any, ...]]:
-    return [tuple(row) for row in crm.exec_driver_sql(select)]
-
-
-def _merge_rows(conn: sa.Connection, table: _Table, rows: list[tuple[Any, ...]]) -> None:
-    """Merge a few rows into the copy as ``refresh`` merges a table, without its deletes."""
-    names = _names(table.stage).split(", ")
-    conn.exec_driver_sql(f"CREATE TEMP TABLE crm_stage ({table.stage}) ON COMMIT DROP")
-    conn.execute(
-        sa.text(
-            "INSERT INTO crm_stage SELECT * FROM json_populate_recordset("
-            "NULL::crm_stage, CAST(:rows AS json))"
-        ),
-        {"rows": json_rows([dict(zip(names, row, strict=True)) for row in rows])},
-    )
-    conn.execute(sa.text(table.merge(deletes=False)[-1]))
-    conn.exec_driver_sql("DROP TABLE crm_stage")
+        parts += [(_MEMBERSHIPS, "contact_id"), (_HISTORY, "contact_id")]
+    bind = {"ids": id_array(ids), "groups": id_array(sorted(set(groups)))}
+    for table, owner in parts:
+        where = f"{_in_groups(table.where, sorted(set(groups)))} AND {owner} IN ({listed})"
+        _stage(conn, crm, table, where, 0)
+        within = f"t.{owner} = ANY(CAST(:ids AS integer[]))"
+        for statement in table.merge(deletes=table.updates, within=within):
+            conn.execute(sa.text(statement), bind)
+        conn.exec_driver_sql("DROP TABLE crm_stage")

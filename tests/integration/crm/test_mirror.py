@@ -179,3 +179,19 @@ def test_a_refresh_that_changed_much_of_a_table_leaves_it_analyzed_for_the_stage
             )
         ).scalars()
         assert set(planned) == {3}
+
+
+@pytest.mark.parametrize(
+    "name", ["tab\there", "new\nline", "back\\slash", "\\N", "cr\rlf", "😀 Zoë", "", None]
+)
+def test_any_text_crosses_to_the_copy_as_civicrm_holds_it(
+    civi: CiviCrmTables, engine: sa.Engine, clean_tables: sa.Engine, name: str | None
+) -> None:
+    ann = civi.contact("Ann", "Archer", "ann@example.org")
+    civi.execute("UPDATE civicrm_contact SET last_name = %s WHERE id = %s", name, ann)
+
+    mirror.refresh(clean_tables, engine, [])
+
+    assert _copy(clean_tables, "civicrm_contact", "id, first_name, last_name") == [
+        (ann, "Ann", name)
+    ]
