@@ -37,6 +37,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 from civicrm_support import HOST, PORT, civicrm_database
+from prometheus_client import REGISTRY
 from scratch_databases import scratch_database
 from server_checks import require_server
 
@@ -404,6 +405,8 @@ class Synced:
     incremental: float
     initial_stages: list[tuple[str, float]]
     incremental_stages: list[tuple[str, float]]
+    initial_crm: dict[str, tuple[float, float]]  # operation -> (seconds, calls) on CiviCRM
+    incremental_crm: dict[str, tuple[float, float]]
 
 
 def _sync_bench(civicrm_as_crm: bool, size: int, database_url: str) -> Synced:
@@ -432,7 +435,9 @@ def _sync_bench(civicrm_as_crm: bool, size: int, database_url: str) -> Synced:
             incremental = _timed_sync(settings, pg, simulator.list_id)
         finally:
             pg.dispose()
-    return Synced(crm, initial[0], incremental[0], initial[1], incremental[1])
+    return Synced(
+        crm, initial[0], incremental[0], initial[1], incremental[1], initial[2], incremental[2]
+    )
 
 
 def _crm_into_our_tables(pg: sa.Engine, crm_url: str) -> None:
@@ -460,14 +465,42 @@ def _connect(pg: sa.Engine, simulator: Simulator) -> None:
 
 def _timed_sync(
     settings: Settings, pg: sa.Engine, list_id: str
-) -> tuple[float, list[tuple[str, float]]]:
-    started, clock = datetime.now(UTC), time.perf_counter()
+) -> tuple[float, list[tuple[str, float]], dict[str, tuple[float, float]]]:
+    started, clock, before = datetime.now(UTC), time.perf_counter(), _crm_seconds()
     followed = fetch_and_reconcile(
         settings, SyncRequest(max_time=0), True, io.StringIO(), FOLLOW_POLL
     )
     seconds = time.perf_counter() - clock
     assert not followed.unfinished, followed.unfinished
-    return seconds, _stage_times(pg, list_id, started)
+    after = _crm_seconds()
+    spent = {
+        op: (after[op][0] - before[op][0], after[op][1] - before[op][1])
+        for op in after
+        if after[op][1] > before[op][1]
+    }
+    return seconds, _stage_times(pg, list_id, started), spent
+
+
+CRM_OPERATIONS = (
+    "refresh",
+    "insert_contacts",
+    "set_memberships",
+    "put_emails_on_hold",
+    "add_emails",
+    "set_contact_names",
+    "freshen",
+)
+
+
+def _crm_seconds() -> dict[str, tuple[float, float]]:
+    """Seconds and calls per CiviCRM operation so far in this process (mcsync_crm_seconds)."""
+    found = {}
+    for op in CRM_OPERATIONS:
+        labels = {"operation": op}
+        seconds = REGISTRY.get_sample_value("mcsync_crm_seconds_sum", labels) or 0.0
+        calls = REGISTRY.get_sample_value("mcsync_crm_seconds_count", labels) or 0.0
+        found[op] = (seconds, calls)
+    return found
 
 
 def _stage_times(pg: sa.Engine, list_id: str, since: datetime) -> list[tuple[str, float]]:
@@ -541,6 +574,14 @@ def _report_syncs(results: list[Synced], size: int) -> None:
             print(f"time per stage, {title}, {synced.crm}:")
             for message, seconds in stages:
                 print(f"  {seconds:7.1f} s  {message}")
+        for title, spent in (
+            ("first sync", synced.initial_crm),
+            ("incremental sync", synced.incremental_crm),
+        ):
+            if spent:
+                print(f"time on CiviCRM's database, {title} (reads and writes, by operation):")
+                for op, (seconds, calls) in spent.items():
+                    print(f"  {seconds:7.1f} s  {op} ({calls:.0f} calls)")
 
 
 def test_a_sync_with_civicrm_beside_one_with_the_embedded_crm(database_url: str) -> None:
