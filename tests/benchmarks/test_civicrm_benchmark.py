@@ -21,12 +21,8 @@ from __future__ import annotations
 import io
 import os
 import random
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +36,7 @@ from civicrm_support import HOST, PORT, civicrm_database
 from prometheus_client import REGISTRY
 from scratch_databases import scratch_database
 from server_checks import require_server
+from simulator_support import SeededSimulator, seeded_simulator
 
 from common.crm import mirror
 from common.crm.civicrm import UTC_SESSION, crm_engine
@@ -123,68 +120,6 @@ def _seed_civicrm(database: str, size: int) -> float:
     return time.perf_counter() - started
 
 
-@dataclass(frozen=True)
-class Simulator:
-    process: subprocess.Popen[str]
-    api_url: str
-    api_key: str
-    list_id: str
-    seed_seconds: float
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def _simulator(size: int) -> Iterator[Simulator]:
-    """The simulator in a process of its own, its audience seeded with ``size`` members."""
-    started = time.perf_counter()
-    seeded = ["--seed-members", str(size), "--seed", str(SEED)]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sim.mailchimp", "--port", str(_free_port()), *seeded],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        said = _settings_printed(process)
-        _wait_until_answering(said["api_url"], said["api_key"])
-        seconds = time.perf_counter() - started
-        yield Simulator(process, said["api_url"], said["api_key"], said["list_id"], seconds)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        if process.stdout is not None:
-            process.stdout.close()
-
-
-def _settings_printed(process: subprocess.Popen[str]) -> dict[str, str]:
-    said: dict[str, str] = {}
-    assert process.stdout is not None
-    while "api_url" not in said:
-        line = process.stdout.readline()
-        if not line:
-            raise RuntimeError("the simulator exited before printing its settings")
-        key, _, value = line.strip().partition("=")
-        said[key] = value
-    return said
-
-
-def _wait_until_answering(api_url: str, api_key: str) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(api_url + "/ping", auth=("bench", api_key), timeout=2).ok:
-                return
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise RuntimeError("the simulator did not come up")
-
-
 # --- measuring --------------------------------------------------------------------------------
 
 
@@ -239,7 +174,7 @@ class Fetched:
     merge_seconds: float
 
 
-def _fetch(engine: sa.Engine, simulator: Simulator) -> Fetched:
+def _fetch(engine: sa.Engine, simulator: SeededSimulator) -> Fetched:
     """Every page of the audience, as ``services.fetcher.handlers.fetch_page`` asks for and
     merges it (the run's bookkeeping aside), one page after another."""
     client = MailchimpClient(simulator.api_key, base_url=simulator.api_url)
@@ -318,7 +253,7 @@ def _server_settings(pg: sa.Engine, civicrm: sa.Engine) -> str:
 def _bench(size: int, database_url: str) -> Figures:
     with (
         civicrm_database(CRM_DATABASE) as crm_url,
-        _simulator(size) as simulator,
+        seeded_simulator(size, SEED) as simulator,
         scratch_database(database_url, PG_DATABASE) as pg_url,
     ):
         crm_seconds = _seed_civicrm(CRM_DATABASE, size)
@@ -415,7 +350,7 @@ def _sync_bench(civicrm_as_crm: bool, size: int, database_url: str) -> Synced:
     crm = "CiviCRM (MariaDB)" if civicrm_as_crm else "embedded (our Postgres)"
     with (
         civicrm_database(CRM_DATABASE) as crm_url,
-        _simulator(size) as simulator,
+        seeded_simulator(size, SEED) as simulator,
         scratch_database(database_url, PG_DATABASE) as pg_url,
     ):
         _seed_civicrm(CRM_DATABASE, size)
@@ -457,7 +392,7 @@ def _crm_into_our_tables(pg: sa.Engine, crm_url: str) -> None:
     _analyze_the_copy(pg)
 
 
-def _connect(pg: sa.Engine, simulator: Simulator) -> None:
+def _connect(pg: sa.Engine, simulator: SeededSimulator) -> None:
     with pg.begin() as conn:
         account = config.add_account(conn, "Bench Org", simulator.api_key)
         config.add_connection(conn, account, simulator.list_id, GROUP_ID, {})
@@ -517,7 +452,7 @@ def _stage_times(pg: sa.Engine, list_id: str, since: datetime) -> list[tuple[str
 
 
 def _change_one_percent(
-    pg: sa.Engine, simulator: Simulator, size: int, civicrm_as_crm: bool
+    pg: sa.Engine, simulator: SeededSimulator, size: int, civicrm_as_crm: bool
 ) -> None:
     """Half a percent of the members unsubscribe at Mailchimp, and half a percent of the
     contacts are removed from the group in the CRM (the same ones whichever the CRM)."""
