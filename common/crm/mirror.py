@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -121,9 +120,9 @@ class _Table:
         matches)."""
         names = [c.name for c in self.columns]
         rest = [n for n in names if n not in self.key]
-        on = " AND ".join(f"{side}.{k} = t.{k}" for side in ("s",) for k in self.key)
         statements = []
         if deletes:
+            on = " AND ".join(f"s.{k} = t.{k}" for k in self.key)
             extra = f" OR ({self.also_delete})" if self.also_delete else ""
             statements.append(
                 f"DELETE FROM {self.name} t WHERE ({self.scope}) AND ({within}) AND (NOT EXISTS "
@@ -131,15 +130,12 @@ class _Table:
             )
         joined = " AND ".join(f"o.{k} = i.{k}" for k in self.key)
         changed = f"o.{self.key[0]} IS NULL"
+        conflict = "DO NOTHING"
         if self.updates and rest:
             old = ", ".join(f"o.{n}" for n in rest)
             new = ", ".join(f"i.{n}" for n in rest)
             changed += f" OR ({old}) IS DISTINCT FROM ({new})"
-        if self.updates and rest:
-            sets = ", ".join(f"{n} = EXCLUDED.{n}" for n in rest)
-            conflict = f"DO UPDATE SET {sets}"
-        else:
-            conflict = "DO NOTHING"
+            conflict = "DO UPDATE SET " + ", ".join(f"{n} = EXCLUDED.{n}" for n in rest)
         statements.append(
             f"WITH i AS (SELECT {', '.join(c.copied for c in self.columns)} FROM crm_stage) "
             f"INSERT INTO {self.name} ({', '.join(names)}) "
@@ -252,32 +248,39 @@ def refresh_on(conn: sa.Connection, crm: sa.Connection, group_ids: Sequence[int]
     groups = sorted(set(group_ids))
     report = RefreshReport()
     for table in (_GROUPS, _CONTACTS, _EMAILS):
-        report.tables.append(_mirror(conn, crm, table, 0, {}))
+        report.tables.append(_mirror(conn, crm, table, 0, groups))
     if groups:
-        report.tables.append(_mirror(conn, crm, _MEMBERSHIPS, 0, {"groups": groups}))
+        report.tables.append(_mirror(conn, crm, _MEMBERSHIPS, 0, groups))
         since = _history_read_through(conn, groups)
         start = max(0, since - HISTORY_OVERLAP) if since else 0
-        report.tables.append(_mirror(conn, crm, _HISTORY, start, {"groups": groups}))
+        report.tables.append(_mirror(conn, crm, _HISTORY, start, groups))
         _record_history_read(conn, groups)
     return report
 
 
 def _mirror(
-    conn: sa.Connection, crm: sa.Connection, table: _Table, after: int, params: dict[str, Any]
+    conn: sa.Connection, crm: sa.Connection, table: _Table, after: int, groups: list[int]
 ) -> TableRead:
     started = time.perf_counter()
-    copied = _stage(conn, crm, table, _in_groups(table.where, params.get("groups", ())), after)
+    copied = _stage(conn, crm, table, _in_groups(table.where, groups), after)
     read = time.perf_counter() - started
     conn.exec_driver_sql("ANALYZE crm_stage")
-    changed = 0
-    bind = {"groups": id_array(params["groups"])} if "groups" in params else {}
-    for statement in table.merge(deletes=table.updates):
-        changed += conn.execute(sa.text(statement), bind).rowcount
-    conn.exec_driver_sql("DROP TABLE crm_stage")
+    changed = _merge_staged(conn, table, {"groups": id_array(groups)})
     if changed > ANALYZE_AFTER * max(copied, 1):
         # The stages plan on these statistics next; the stale ones may date from an empty copy.
         conn.exec_driver_sql(f"ANALYZE {table.name}")
     return TableRead(table.name, copied, read, time.perf_counter() - started - read, changed)
+
+
+def _merge_staged(
+    conn: sa.Connection, table: _Table, bind: dict[str, str], within: str = "true"
+) -> int:
+    """Merge ``crm_stage`` into the copy (``_Table.merge``) and drop it; the rows changed."""
+    changed = 0
+    for statement in table.merge(deletes=table.updates, within=within):
+        changed += conn.execute(sa.text(statement), bind).rowcount
+    conn.exec_driver_sql("DROP TABLE crm_stage")
+    return changed
 
 
 def _in_groups(where: str, groups: Sequence[int]) -> str:
@@ -348,14 +351,12 @@ def copy_contacts(
         return
     share_mirror(conn)
     listed = ", ".join(map(str, ids))
+    in_groups = sorted(set(groups))
     parts = [(_CONTACTS, "id"), (_EMAILS, "contact_id")]
-    if groups:
+    if in_groups:
         parts += [(_MEMBERSHIPS, "contact_id"), (_HISTORY, "contact_id")]
-    bind = {"ids": id_array(ids), "groups": id_array(sorted(set(groups)))}
+    bind = {"ids": id_array(ids), "groups": id_array(in_groups)}
     for table, owner in parts:
-        where = f"{_in_groups(table.where, sorted(set(groups)))} AND {owner} IN ({listed})"
+        where = f"{_in_groups(table.where, in_groups)} AND {owner} IN ({listed})"
         _stage(conn, crm, table, where, 0, paged=False)
-        within = f"t.{owner} = ANY(CAST(:ids AS integer[]))"
-        for statement in table.merge(deletes=table.updates, within=within):
-            conn.execute(sa.text(statement), bind)
-        conn.exec_driver_sql("DROP TABLE crm_stage")
+        _merge_staged(conn, table, bind, within=f"t.{owner} = ANY(CAST(:ids AS integer[]))")

@@ -146,16 +146,7 @@ class CiviCrm:
         """Bring ``contact_ids`` and the contacts holding ``emails`` up to date in the copy,
         with their memberships and history in ``groups`` (a webhook's member, before it is
         decided)."""
-        ids = set(contact_ids)
-        with self.engine.connect() as civi:
-            if emails:
-                found = civi.exec_driver_sql(
-                    "SELECT DISTINCT contact_id FROM civicrm_email "
-                    f"WHERE email IN ({_marks(emails)})",
-                    tuple(emails),
-                )
-                ids.update(int(row[0]) for row in found if row[0] is not None)
-            mirror.copy_contacts(conn, civi, sorted(ids), groups)
+        self._copy(conn, contact_ids, groups, emails)
 
     @CRM_SECONDS.labels("insert_contacts").time()
     def insert_contacts(self, conn: sa.Connection, contacts: Sequence[crm.NewContact]) -> list[int]:
@@ -238,7 +229,7 @@ class CiviCrm:
                 f"WHERE on_hold = 0 AND email IN ({_marks(emails)})",
                 (_utc(when), *emails),
             ).rowcount
-        self.freshen(conn, emails, (), ())
+        self._copy(conn, (), (), emails)
         return int(held)
 
     @CRM_SECONDS.labels("add_emails").time()
@@ -314,10 +305,24 @@ class CiviCrm:
             yield civi
 
     def _copy(
-        self, conn: sa.Connection, contact_ids: Sequence[int], groups: Sequence[int] = ()
+        self,
+        conn: sa.Connection,
+        contact_ids: Sequence[int],
+        groups: Sequence[int] = (),
+        emails: Sequence[str] = (),
     ) -> None:
+        """Bring ``contact_ids`` and the contacts holding ``emails`` up to date in the copy
+        (``mirror.copy_contacts``)."""
+        ids = set(contact_ids)
         with self.engine.connect() as civi:
-            mirror.copy_contacts(conn, civi, contact_ids, groups)
+            if emails:
+                found = civi.exec_driver_sql(
+                    "SELECT DISTINCT contact_id FROM civicrm_email "
+                    f"WHERE email IN ({_marks(emails)})",
+                    tuple(emails),
+                )
+                ids.update(int(row[0]) for row in found if row[0] is not None)
+            mirror.copy_contacts(conn, civi, sorted(ids), groups)
 
 
 def _not_made_yet(
@@ -349,9 +354,8 @@ def _not_made_yet(
     todo = []
     for change in changes:
         pair, status = (change.group_id, change.contact_id), change.status.value
-        if (change.contact_id, change.group_id, status) in recorded or status_now.get(
-            pair
-        ) == status:
+        made = (change.contact_id, change.group_id, status) in recorded
+        if made or status_now.get(pair) == status:
             continue
         todo.append(change)
         status_now[pair] = status
@@ -378,12 +382,9 @@ def _created_before(
     civi: sa.Connection, contacts: Sequence[crm.NewContact], primaries: list[str | None]
 ) -> dict[int, int]:
     """Contacts a killed call created already: same source, primary email, not deleted."""
-    wanted = sorted(
-        {(c.source or "", p.lower()) for c, p in zip(contacts, primaries, strict=True) if p}
-    )
-    if not wanted:
+    emails = sorted({p.lower() for p in primaries if p})
+    if not emails:
         return {}
-    emails = sorted({email for _, email in wanted})
     existing: dict[tuple[str, str], int] = {}
     for cid, source, email in civi.exec_driver_sql(
         "SELECT c.id, c.source, e.email FROM civicrm_contact c "

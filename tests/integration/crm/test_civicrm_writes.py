@@ -4,7 +4,7 @@ Postgres's (here: the Postgres transaction rolled back) makes no change twice.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -35,10 +35,12 @@ def writes(civi: CiviCrmTables) -> Iterator[CiviCrm]:
     engine.dispose()
 
 
-def _killed_before_postgres_commits(engine: sa.Engine, write: object) -> None:
+def _killed_before_postgres_commits(
+    engine: sa.Engine, write: Callable[[sa.Connection], object]
+) -> None:
     """Run ``write(conn)`` in a Postgres transaction that never commits."""
     with engine.connect() as conn, conn.begin() as transaction:
-        write(conn)  # type: ignore[operator]
+        write(conn)
         transaction.rollback()
 
 
