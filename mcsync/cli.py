@@ -92,6 +92,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="empty a non-embedded database's sync and CRM tables first (never implied)",
     )
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="then serve the web console on the demo's data until Ctrl-C",
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="the console's address (--serve)")
+    demo.add_argument("--port", type=int, default=8080, help="the console's port (--serve)")
     demo.set_defaults(run=_demo)
 
     sync = commands.add_parser(
@@ -177,7 +184,8 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from mcsync import demo
 
     try:
-        demo.run(settings, size=args.members, seed=args.seed, reset=args.reset)
+        console = demo.Console(args.host, args.port) if args.serve else None
+        demo.run(settings, args.members, args.seed, args.reset, console=console)
     except demo.DemoRefused as error:
         print(f"mcsync demo: {error}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ separately, named by MCSYNC_MAILCHIMP_API_URL, works too). The sync is the real 
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -53,8 +54,24 @@ class SeededAudience:
     interest_ids: dict[str, str]
 
 
-def run(settings: Settings, size: int, seed: int, reset: bool, out: TextIO = sys.stdout) -> None:
-    """Start the stack, seed both sides, sync them, then sync again to show nothing is left."""
+@dataclasses.dataclass(frozen=True)
+class Console:
+    """Where ``--serve`` serves the console once the demo's syncs are done."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+def run(
+    settings: Settings,
+    size: int,
+    seed: int,
+    reset: bool,
+    out: TextIO = sys.stdout,
+    console: Console | None = None,
+) -> None:
+    """Start the stack, seed both sides, sync them, then sync again to show nothing is left;
+    with ``console``, then serve the console on the demo's data until interrupted."""
     url = database_url(settings)
     _describe_stack(settings, url, out)
     migrate.upgrade(url)
@@ -70,8 +87,34 @@ def run(settings: Settings, size: int, seed: int, reset: bool, out: TextIO = sys
             fetch_and_reconcile(settings, SyncRequest(max_time=0), wait=True, out=out)
             print("\n== second sync: nothing should be left to do ==", file=out)
             fetch_and_reconcile(settings, SyncRequest(max_time=0), wait=True, out=out)
+            if console is None:
+                print(f"\n{CONSOLE_HINT}", file=out)
+            else:
+                _serve(settings, console, out)
     finally:
         engine.dispose()
+
+
+CONSOLE_HINT = (
+    "To see this sync in the web console (Status, Cache), run `mcsync demo --serve` "
+    "(or `make demo-serve`) and open the address it prints."
+)
+
+
+def _serve(settings: Settings, console: Console, out: TextIO) -> None:
+    """Serve the console (and every worker) on the demo's data until Ctrl-C."""
+    from mcsync import serve
+
+    token = settings.admin_token or secrets.token_urlsafe(18)
+    settings = dataclasses.replace(settings, admin_token=token)
+    shown = "localhost" if console.host in ("127.0.0.1", "0.0.0.0", "::") else console.host
+    print(
+        f"\n== the console ==\n  open     http://{shown}:{console.port}/\n"
+        f"  token    {token}\n  stop     Ctrl-C",
+        file=out,
+        flush=True,
+    )
+    serve.run(settings, console.host, console.port)
 
 
 def _describe_stack(settings: Settings, url: str, out: TextIO) -> None:

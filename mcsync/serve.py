@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from prometheus_client.registry import CollectorRegistry
 
 from common import health
@@ -25,6 +26,7 @@ from common.runtime import Runtime
 from common.settings import Settings
 from mcsync import probes, schedule, workers
 from services.admin import app as admin
+from services.admin.console import app as console
 from services.admin.context import AdminContext
 from services.webhooks import app as webhooks
 from services.webhooks.relay import Relay
@@ -42,12 +44,15 @@ def build_app(runtime: Runtime, periodic: Callable[[], list[Periodic]] = list) -
     """The webhooks, the admin API and the probes (``/livez``, ``/readyz``, ``/metrics``)
     on the process's engine, broker and Mailchimp clients; ``periodic``: the process's
     periodic work, for readiness."""
-    app = FastAPI(title=TITLE, description=DESCRIPTION, redoc_url=None)
+    # /docs from the assets of a package (fastapi-offline): no CDN, so it renders offline.
+    app = FastAPIOffline(title=TITLE, description=DESCRIPTION, redoc_url=None)
     deps = webhooks.Deps(engine=runtime.engine, send=runtime.send)
     # Out of the OpenAPI description: Mailchimp's callbacks (a secret in the URL) are not an
     # API to call, and their GET+POST routes would share one operation id there.
     app.include_router(webhooks.create_router(deps), include_in_schema=False)
-    app.include_router(admin.create_router(admin_context(runtime)))
+    context = admin_context(runtime)
+    app.include_router(admin.create_router(context))
+    console.mount(app, context)
     audiences = CollectorRegistry()
     audiences.register(AudienceCollector(runtime.engine))
 

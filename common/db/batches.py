@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +26,10 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from common.db.params import json_rows
 from common.db.schema import batch, cache, update
 from common.vocabulary import PLUGIN_DATA_SENT, BatchStatus, ResponseProcessed, SyncStatus
+
+STALL_AFTER = timedelta(hours=1)
+"""A batch whose status and finished operations have not changed for this long is stalled:
+logged by the poller, marked on the Status page."""
 
 _CLAIM_LOCK_NAMESPACE = "mailchimpsync-submit"
 _POLL_LOCK = "hashtext('mailchimpsync-poll')"

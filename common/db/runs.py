@@ -64,6 +64,7 @@ class RunState:
     parked_reason: str | None
     heartbeat_at: datetime | None
     last_sync_at: datetime | None
+    last_sync_finished_at: datetime | None = None
 
     @property
     def active(self) -> bool:
@@ -103,6 +104,7 @@ def _state(row: sa.Row[Any]) -> RunState:
         parked_reason=row.parked_reason,
         heartbeat_at=row.heartbeat_at,
         last_sync_at=row.last_sync_at,
+        last_sync_finished_at=row.last_sync_finished_at,
     )
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
+from common.db.batches import STALL_AFTER
 from common.db.config import SyncConnection
-from common.db.schema import batch, cache, connection, group_contact
+from common.db.schema import batch, cache, connection, group, group_contact
 from common.vocabulary import BatchStatus, ResponseProcessed
 
 # Cheap enough to poll every second during a run of a million rows: it counts fetch pages,
@@ -277,6 +278,11 @@ class OpenBatch:
     checked_at: datetime | None  # when the poller last read it from Mailchimp
     progressed_at: datetime | None  # when its status or finished operations last changed
 
+    def stalled(self, now: datetime, after: timedelta = STALL_AFTER) -> bool:
+        """At Mailchimp, and not moved on for ``after`` (as the poller last read it)."""
+        since = self.progressed_at or self.submitted_at
+        return self.mailchimp_batch_id is not None and since is not None and now - since >= after
+
 
 def open_batches(conn: sa.Connection, list_id: str) -> list[OpenBatch]:
     """The audience's batches still to be finished or processed (aborted ones are done)."""
@@ -301,6 +307,32 @@ def open_batches(conn: sa.Connection, list_id: str) -> list[OpenBatch]:
         .order_by(batch.c.id)
     )
     return [OpenBatch(**row._asdict()) for row in conn.execute(query)]
+
+
+FAIL_REASONS = sa.text(
+    """
+    SELECT fail_reason, count(*) AS rows
+    FROM civicrm_mailchimpsync_cache
+    WHERE mailchimp_list_id = :list_id AND sync_status = 'fail'
+    GROUP BY fail_reason
+    ORDER BY rows DESC, fail_reason
+    LIMIT :reasons
+    """
+)
+
+
+def fail_reasons(
+    conn: sa.Connection, list_id: str, reasons: int = 5
+) -> list[tuple[str | None, int]]:
+    """The commonest reasons the audience's rows cannot sync, with their row counts."""
+    found = conn.execute(FAIL_REASONS, {"list_id": list_id, "reasons": reasons})
+    return [(row.fail_reason, int(row.rows)) for row in found]
+
+
+def group_titles(conn: sa.Connection, group_ids: Sequence[int]) -> dict[int, str]:
+    """The CRM's titles of some groups (the embedded CRM, or the copy of CiviCRM's)."""
+    query = sa.select(group.c.id, group.c.title).where(group.c.id.in_(list(group_ids)))
+    return {row.id: row.title or f"group {row.id}" for row in conn.execute(query)}
 
 
 # --- MailchimpsyncCache.get: search the cache ------------------------------------------------
@@ -380,6 +412,7 @@ TROUBLESHOOT = sa.text(
                 'on_hold', e.on_hold) ORDER BY e.id), '[]'::json)
             FROM civicrm_email e WHERE e.contact_id = c.civicrm_contact_id) AS emails,
         (SELECT coalesce(json_agg(json_build_object('group_id', h.group_id,
+                'group_title', (SELECT g.title FROM civicrm_group g WHERE g.id = h.group_id),
                 'status', h.status, 'date', h.date, 'method', h.method)
                 ORDER BY h.group_id), '[]'::json)
             FROM (

@@ -124,7 +124,7 @@ def _guarded_route(token: str) -> type[APIRoute]:
                 if refusal is not None:
                     return refusal
                 try:
-                    return await handle(await _limited(request))
+                    return await handle(await limited(request))
                 except RequestValidationError as error:
                     return _answer(param_error(error.errors(), skip=1))
                 except ActionError as error:
@@ -157,21 +157,23 @@ def _refusal(request: Request, token: str) -> JSONResponse | None:
     return reply
 
 
-class _TooLarge(HTTPException):
+class TooLarge(HTTPException):
+    """A request body over ``MAX_BODY_BYTES`` (413)."""
+
     def __init__(self) -> None:
         super().__init__(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
 
 
-async def _limited(request: Request) -> Request:
+async def limited(request: Request) -> Request:
     """The request with its body read, refusing (without reading it all) a huge one."""
     declared = request.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise _TooLarge
+        raise TooLarge
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY_BYTES:
-            raise _TooLarge
+            raise TooLarge
     sent = False
 
     async def replay() -> Message:

@@ -144,16 +144,28 @@ class GetStatusParams(_Params):
     batches: bool = Field(
         False, description="also fetch the live status of our unfinished batches from Mailchimp"
     )
+    stats: bool = Field(
+        True,
+        description="the statistics and fail reasons, which read the whole audience (false: "
+        "only the stage, progress, lock, log and batches, cheap enough to poll)",
+    )
 
 
 def get_status(ctx: AdminContext, params: GetStatusParams) -> dict[str, Any]:
-    """Statistics, stage, lock, log and open batches of every connection."""
+    """Stage, progress, lock, log, open batches and (``stats``) statistics of every
+    connection."""
     now, stale_after = ctx.clock(), ctx.settings.stale_after
     with ctx.engine.connect() as conn:
-        report = [
-            (c, _connection_status(conn, c, now, stale_after))
-            for c in config.load_connections(conn)
-        ]
+        connections = config.load_connections(conn)
+        titles = stats.group_titles(conn, [c.subscription_group_id for c in connections])
+        report = []
+        for c in connections:
+            status = _connection_status(conn, c, now, stale_after)
+            status["group_title"] = titles.get(c.subscription_group_id)
+            if params.stats:
+                status["stats"] = vars(stats.connection_stats(conn, c))
+                status["fail_reasons"] = stats.fail_reasons(conn, c.list_id)
+            report.append((c, status))
     if params.batches:
         for connection, status in report:
             for batch in status["batches"]:
@@ -165,6 +177,7 @@ def _connection_status(
     conn: sa.Connection, connection: SyncConnection, now: datetime, stale_after: timedelta
 ) -> dict[str, Any]:
     state = runs.read(conn, connection.list_id)
+    progress = stats.progress(conn, connection.list_id)
     return {
         "mailchimp_list_id": connection.list_id,
         "group_id": connection.subscription_group_id,
@@ -172,10 +185,31 @@ def _connection_status(
         "stage": state.stage.value if state else "readyToFetch",
         "lock": _lock(state, now, stale_after),
         "last_sync": state.last_sync_at if state else None,
-        "stats": vars(stats.connection_stats(conn, connection)),
-        "batches": [vars(b) for b in stats.open_batches(conn, connection.list_id)],
+        "last_sync_finished_at": state.last_sync_finished_at if state else None,
+        "progress": _progress(progress),
+        "batches": [
+            {**vars(b), "stalled": b.stalled(now)}
+            for b in stats.open_batches(conn, connection.list_id)
+        ],
         "log": runs.read_log(conn, connection.list_id),
     }
+
+
+def _progress(progress: stats.Progress | None) -> dict[str, int]:
+    """The run's counts: fetch pages, rows decided, updates not yet sent, batches open."""
+    if progress is None:
+        return dict.fromkeys(PROGRESS_COUNTS, 0)
+    return {name: getattr(progress, name) for name in PROGRESS_COUNTS}
+
+
+PROGRESS_COUNTS = (
+    "pages_total",
+    "pages_fetched",
+    "rows_planned",
+    "rows_decided",
+    "unsubmitted",
+    "batches_open",
+)
 
 
 def _lock(

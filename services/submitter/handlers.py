@@ -93,7 +93,6 @@ UNANSWERED_AFTER = timedelta(minutes=2)
 it is looked for (and adopted) from then on, by submissions and the poller."""
 CLOCK_SLACK = timedelta(minutes=5)
 """Tolerated difference between our clock and Mailchimp's when listing batches."""
-STALL_AFTER = timedelta(hours=1)
 DOWNLOAD_TIMEOUT = 120.0
 _PAGE = 1000
 
@@ -583,7 +582,7 @@ def check_batches(
     engine: sa.Engine,
     client_for: Callable[[str], MailchimpClient],
     now: datetime,
-    stall_after: timedelta = STALL_AFTER,
+    stall_after: timedelta = sql.STALL_AFTER,
     posting_grace: timedelta = POSTING_GRACE,
 ) -> CheckReport:
     """Poll our unprocessed batches (webhooks can be lost) and resolve ambiguous posts.

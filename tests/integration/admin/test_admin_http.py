@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -257,6 +258,16 @@ def test_the_served_app_has_the_webhooks_and_the_documented_admin_api(
             assert served.get(webhook).status_code == 401  # served; no secret given
         assert served.post(action_path("getstatus"), json={}).status_code == 401
         assert served.post(action_path("getstatus"), json={}, headers=AUTH).status_code == 200
+        assert served.get("/", follow_redirects=False).headers["location"] == "/signin"
+
+
+def test_the_api_docs_load_their_assets_from_the_app_not_a_cdn(clean_tables: sa.Engine) -> None:
+    runtime = Runtime(Settings(), clean_tables, StubBroker(), LocalConnectionLimiter(10))
+    with TestClient(build_app(runtime)) as served:
+        page = served.get("/docs").text
+        assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page)
+        assert assets and all(url.startswith("/") for url in assets), assets
+        assert all(served.get(url).status_code == 200 for url in assets)
 
 
 # --- fuzzing ----------------------------------------------------------------------------------

@@ -525,6 +525,40 @@ def test_getstatus_reports_stage_lock_log_and_open_batches(
     json.dumps(answer)  # JSON-safe as it is
 
 
+def test_getstatus_names_the_group_and_shows_progress_fail_reasons_and_stalled_batches(
+    clean_tables: sa.Engine, audience_a: None
+) -> None:
+    with clean_tables.begin() as conn:
+        conn.execute(
+            sa.update(cache).where(cache.c.sync_status == "fail").values(fail_reason="cleaned")
+        )
+    later = dataclasses.replace(make_context(clean_tables), clock=lambda: STALLED_AT)
+    found = _status_of(call(later, "getstatus"), LIST_A)
+    assert found["group_title"] == "News"
+    assert found["progress"] == {
+        "pages_total": 0,
+        "pages_fetched": 0,
+        "rows_planned": 0,
+        "rows_decided": 0,
+        "unsubmitted": 1,
+        "batches_open": 1,
+    }
+    assert found["fail_reasons"] == [["cleaned", 2]]
+    assert [b["stalled"] for b in found["batches"]] == [True]
+
+
+def test_getstatus_without_stats_leaves_out_what_reads_the_whole_audience(
+    clean_tables: sa.Engine, audience_a: None
+) -> None:
+    found = _status_of(call(make_context(clean_tables), "getstatus", stats=False), LIST_A)
+    assert "stats" not in found and "fail_reasons" not in found
+    assert found["progress"]["unsubmitted"] == 1 and found["stage"] == "readyToFetch"
+    assert [b["stalled"] for b in found["batches"]] == [False]
+
+
+STALLED_AT = datetime(2026, 11, 23, 13, 2, tzinfo=UTC)  # an hour after the batch last moved
+
+
 @pytest.fixture(scope="module")
 def simulator() -> Iterator[RunningSimulator]:
     with run_in_thread(Simulator()) as running:
