@@ -35,8 +35,10 @@ def after_stage(
             runs.park(conn, state, stage, reason, now)
             return []
         case Finish():
+            connections = config.load_connections(conn, list_id=state.list_id)
+            runs.remember(conn, state, {g for c in connections for g in c.group_ids}, now)
             runs.finish(conn, state, now)
-            for connection in config.load_connections(conn, list_id=state.list_id):
+            for connection in connections:
                 config.clear_trust_overrides(conn, connection.id)
             return []
 

@@ -134,10 +134,18 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
-        help="the webhooks service and the admin API (with every worker in-process when embedded)",
+        help="the webhooks, the admin API and the web console (with every worker in-process "
+        "when embedded)",
     )
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--admin-port",
+        type=int,
+        default=None,
+        help="serve the admin API and the web console on this port of their own, and only "
+        "the webhooks (and the probes) on --port",
+    )
     serve.set_defaults(run=_serve)
 
     crm = commands.add_parser("crm", help="the CRM the sync works with")
@@ -281,8 +289,11 @@ def _crm_check(settings: Settings, args: argparse.Namespace) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from mcsync import serve
 
+    if args.admin_port == args.port:
+        print("mcsync serve: --admin-port must differ from --port", file=sys.stderr)
+        return 2
     migrate.require_current(database_url(settings))
-    serve.run(settings, args.host, args.port)
+    serve.run(settings, args.host, args.port, args.admin_port)
     return 0
 
 

@@ -208,6 +208,18 @@ def _missing_privileges(granted: Mapping[str, set[str]]) -> list[str]:
     return problems
 
 
+GROUPS = sa.text(
+    "SELECT id, title FROM civicrm_group WHERE is_active = 1 AND saved_search_id IS NULL "
+    "ORDER BY title, id"
+)
+
+
+def groups(engine: sa.Engine) -> list[tuple[int, str]]:
+    """CiviCRM's active groups that hold their members (not smart groups), by title."""
+    with engine.connect() as conn:
+        return [(int(row.id), str(row.title)) for row in conn.execute(GROUPS)]
+
+
 def missing_groups(engine: sa.Engine, group_ids: Iterable[int]) -> list[int]:
     """Those of ``group_ids`` that are not groups in CiviCRM's ``civicrm_group``, ascending."""
     wanted = sorted(set(group_ids))

@@ -17,6 +17,7 @@ from common.db.schema import (
     group,
     interest_map,
     reconcile_chunk,
+    run_history,
     status,
     webhook_event,
     webhook_secret,
@@ -298,7 +299,8 @@ def _replace_interests(
 
 def forget_audiences(conn: sa.Connection, list_ids: Sequence[str]) -> None:
     """Delete everything our tables hold about these audiences: cache rows (and their
-    updates), batches, the status row, fetch pages, reconcile chunks and webhook events."""
+    updates), batches, the status row, fetch pages, reconcile chunks, webhook events and
+    the history of their runs."""
     if not list_ids:
         return
     # Wait for a stage working on the audience to commit, so it cannot write after us.
@@ -308,6 +310,7 @@ def forget_audiences(conn: sa.Connection, list_ids: Sequence[str]) -> None:
     conn.execute(sa.delete(fetch_page).where(fetch_page.c.list_id.in_(list_ids)))
     conn.execute(sa.delete(reconcile_chunk).where(reconcile_chunk.c.list_id.in_(list_ids)))
     conn.execute(sa.delete(webhook_event).where(webhook_event.c.mailchimp_list_id.in_(list_ids)))
+    conn.execute(sa.delete(run_history).where(run_history.c.list_id.in_(list_ids)))
     conn.execute(sa.delete(status).where(status.c.list_id.in_(list_ids)))
 
 

@@ -17,13 +17,14 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from common.db.schema import fetch_page, reconcile_chunk, status
+from common.db.schema import fetch_page, reconcile_chunk, run_history, status
 from common.metrics import RUNS_PARKED, SYNC_SECONDS, parked_why
 from common.runs import RunLimits, fetch_since, parse_stop_on
 from common.settings import Settings
 from common.vocabulary import Stage
 
 LOG_LIMIT = 100
+RUN_HISTORY_KEPT = 100  # completed runs remembered per audience
 STALE_AFTER = Settings().stale_after  # the default of MCSYNC_STALE_AFTER_SECONDS
 """A run whose heartbeat is older than this is taken to be abandoned (a killed worker)."""
 
@@ -227,6 +228,76 @@ def finish(conn: sa.Connection, state: RunState, now: datetime) -> RunState:
         last_sync_at=state.sync_started_at,
         last_sync_finished_at=now,
     )
+
+
+# What the run changed, each table read once: the contacts the sync created, the history rows
+# it dated since the sync started in the audience's groups, and the audience's updates queued.
+REMEMBER_RUN = sa.text(
+    """
+    INSERT INTO mailchimpsync_run_history (list_id, run_id, started_at, finished_at,
+        contacts_created, crm_added, crm_removed, mailchimp_updates)
+    SELECT CAST(:list_id AS varchar), CAST(:run_id AS varchar),
+        CAST(:started_at AS timestamptz), CAST(:finished_at AS timestamptz),
+        (SELECT count(*) FROM civicrm_contact
+            WHERE source = 'mailchimpsync' AND created_date >= :started_at),
+        h.added, h.removed,
+        (SELECT count(*) FROM civicrm_mailchimpsync_update u
+            JOIN civicrm_mailchimpsync_cache c ON c.id = u.mailchimpsync_cache_id
+            WHERE c.mailchimp_list_id = :list_id AND u.created_date >= :started_at)
+    FROM (
+        SELECT count(*) FILTER (WHERE status = 'Added') AS added,
+            count(*) FILTER (WHERE status = 'Removed') AS removed
+        FROM civicrm_subscription_history
+        WHERE method = 'MCsync' AND date >= :started_at AND group_id = ANY(:group_ids)
+    ) AS h
+    ON CONFLICT (list_id, run_id) DO NOTHING
+    """
+)
+
+
+def remember(conn: sa.Connection, state: RunState, group_ids: Iterable[int], now: datetime) -> None:
+    """Keep the (locked, completing) run's times and changes, and forget the oldest runs."""
+    if state.run_id is None or state.sync_started_at is None:
+        return
+    conn.execute(
+        REMEMBER_RUN,
+        {
+            "list_id": state.list_id,
+            "run_id": state.run_id,
+            "started_at": state.sync_started_at,
+            "finished_at": now,
+            "group_ids": list(group_ids),
+        },
+    )
+    newest = (
+        sa.select(run_history.c.id)
+        .where(run_history.c.list_id == state.list_id)
+        .order_by(run_history.c.finished_at.desc())
+        .limit(RUN_HISTORY_KEPT)
+    )
+    conn.execute(
+        sa.delete(run_history).where(
+            run_history.c.list_id == state.list_id, run_history.c.id.not_in(newest)
+        )
+    )
+
+
+def recent_runs(conn: sa.Connection, list_id: str, count: int = 20) -> list[dict[str, Any]]:
+    """The audience's newest completed runs, oldest first."""
+    query = (
+        sa.select(
+            run_history.c.started_at,
+            run_history.c.finished_at,
+            run_history.c.contacts_created,
+            run_history.c.crm_added,
+            run_history.c.crm_removed,
+            run_history.c.mailchimp_updates,
+        )
+        .where(run_history.c.list_id == list_id)
+        .order_by(run_history.c.finished_at.desc())
+        .limit(count)
+    )
+    return [dict(row._mapping) for row in conn.execute(query)][::-1]
 
 
 def reset(conn: sa.Connection, list_id: str, now: datetime, why: str = "force_restart") -> RunState:

@@ -299,6 +299,24 @@ webhook_secret = Table(
 )
 
 # With CiviCRM as the CRM: the history id read into the copy through, per group.
+# Each completed run: when it started and ended and what it changed on each side (the Status
+# page's chart); the newest RUN_HISTORY_KEPT per audience are kept.
+run_history = Table(
+    "mailchimpsync_run_history",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("list_id", String(32), nullable=False),
+    Column("run_id", String(36), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Column("contacts_created", Integer, nullable=False),
+    Column("crm_added", Integer, nullable=False),
+    Column("crm_removed", Integer, nullable=False),
+    Column("mailchimp_updates", Integer, nullable=False),
+    UniqueConstraint("list_id", "run_id"),
+    Index(None, "list_id", "finished_at"),
+)
+
 crm_read = Table(
     "mailchimpsync_crm_read",
     metadata,

@@ -329,6 +329,12 @@ def fail_reasons(
     return [(row.fail_reason, int(row.rows)) for row in found]
 
 
+def groups(conn: sa.Connection) -> list[tuple[int, str]]:
+    """Every group of the embedded CRM, by title."""
+    query = sa.select(group.c.id, group.c.title).order_by(group.c.title, group.c.id)
+    return [(row.id, row.title) for row in conn.execute(query)]
+
+
 def group_titles(conn: sa.Connection, group_ids: Sequence[int]) -> dict[int, str]:
     """The CRM's titles of some groups (the embedded CRM, or the copy of CiviCRM's)."""
     query = sa.select(group.c.id, group.c.title).where(group.c.id.in_(list(group_ids)))

@@ -4,6 +4,8 @@ updateconfig and MailchimpsyncCache.get."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -192,6 +194,7 @@ def _connection_status(
             for b in stats.open_batches(conn, connection.list_id)
         ],
         "log": runs.read_log(conn, connection.list_id),
+        "runs": runs.recent_runs(conn, connection.list_id),
     }
 
 
@@ -286,13 +289,36 @@ def update_config(ctx: AdminContext, params: UpdateConfigParams) -> dict[str, An
     return {"config": config_json(stored), "removed_audiences": removed}
 
 
+def stored_config(ctx: AdminContext) -> dict[str, Any]:
+    """The configuration as ``updateconfig`` takes it, API keys in full: for the server only."""
+    with ctx.engine.connect() as conn:
+        return config_json(config.read_config(conn))
+
+
+def crm_groups(ctx: AdminContext) -> list[tuple[int, str]]:
+    """The CRM's groups a connection can use, (id, title) by title: CiviCRM's own with
+    MCSYNC_CRM_URL."""
+    if ctx.settings.embedded_crm:
+        with ctx.engine.connect() as conn:
+            return stats.groups(conn)
+    with _civicrm(ctx) as engine:
+        return civicrm.groups(engine)
+
+
 def _missing_groups(ctx: AdminContext, conn: sa.Connection, group_ids: set[int]) -> list[int]:
     """The group ids the configured CRM lacks: CiviCRM's own groups with MCSYNC_CRM_URL."""
     if ctx.settings.embedded_crm:
         return config.missing_groups(conn, group_ids)
+    with _civicrm(ctx) as engine:
+        return civicrm.missing_groups(engine, group_ids)
+
+
+@contextmanager
+def _civicrm(ctx: AdminContext) -> Iterator[sa.Engine]:
+    """CiviCRM's database for a few reads; a CRM that fails is Unavailable, saying why."""
     engine = civicrm.crm_engine(ctx.settings.crm_url)
     try:
-        return civicrm.missing_groups(engine, group_ids)
+        yield engine
     except sa.exc.SQLAlchemyError as error:
         found = civicrm.check(engine)
         raise Unavailable("; ".join(found.problems) or f"the CRM failed: {error}") from None

@@ -143,3 +143,64 @@ def _synced(console: Console, page: Page) -> None:
     while not _settled(card) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _settled(card), "the sync did not end within a minute"
+
+
+def test_the_config_screen_refuses_a_group_used_twice_at_its_field_then_saves(
+    console: Console, page: Page
+) -> None:
+    console.sign_in(page)
+    page.get_by_role("link", name="Config").click()
+    expect(page.get_by_role("heading", name="Demo Org")).to_be_visible()
+    assert console.audience.api_key not in page.content()  # keys are only ever shown masked
+    screenshot(page, "config")
+
+    page.get_by_role("link", name="Audiences and webhooks").click()
+    expect(page.get_by_role("heading", name="Audiences")).to_be_visible()
+    screenshot(page, "config-account")
+    page.get_by_role("link", name="Edit").click()
+    events = page.locator(f"#f-interest_{console.audience.interest_ids['events']}")
+    events.select_option(page.locator("#f-subscription_group_id").input_value())
+    page.get_by_role("button", name="Save").click()
+
+    events = page.locator(f"#f-interest_{console.audience.interest_ids['events']}")
+    expect(events).to_have_attribute("aria-invalid", "true")
+    expect(page.locator(".error").first).to_contain_text("a group is used twice")
+    screenshot(page, "config-connection-refused")
+
+    events.select_option("")
+    page.get_by_label("Also sync contact data").check()
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status").first).to_contain_text("connection was saved")
+    page.get_by_role("link", name="← All accounts").click()
+    expect(page.locator("table tbody tr").first).to_contain_text("yes")  # data sync now on
+
+
+def test_a_key_mailchimp_refuses_is_shown_at_its_field_and_nothing_is_saved(
+    console: Console, page: Page
+) -> None:
+    console.sign_in(page)
+    page.goto(console.url + "/config")
+    page.get_by_label("Name").fill("Second Org")
+    page.get_by_label("API key").fill("ffffffffffffffffffffffffffffffff-us9")
+    page.get_by_role("button", name="Check and add").click()
+    key = page.get_by_label("API key")
+    expect(key).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_label("Name")).to_have_value("Second Org")
+    expect(page.get_by_role("heading", name="Second Org")).to_have_count(0)
+
+
+def test_disconnecting_an_audience_says_what_it_deletes_before_it_does(
+    console: Console, page: Page
+) -> None:
+    _synced(console, page)
+    page.goto(console.url + "/config/accounts/0")
+    page.get_by_role("link", name="Disconnect…").click()
+    expect(
+        page.get_by_text(re.compile(r"forgets the audience's [\d,]+ cached member"))
+    ).to_be_visible()
+    screenshot(page, "config-disconnect")
+    page.get_by_role("button", name="Disconnect the audience").click()
+
+    expect(page.get_by_role("status").first).to_contain_text("was disconnected")
+    page.get_by_role("link", name="Status").click()
+    expect(page.get_by_text("No audience is connected yet")).to_be_visible()

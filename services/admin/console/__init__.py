@@ -2,4 +2,5 @@
 
 Server-rendered pages on the admin actions (``services.admin.registry``): a form is parsed
 by the action's own parameter model, so the console, the API and the CLI take one path.
+Design notes: docs/console.md.
 """

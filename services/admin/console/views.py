@@ -63,6 +63,19 @@ class OpenBatch:
 
 
 @dataclass(frozen=True)
+class RunBar:
+    """One completed run in the chart: its size against the largest of the runs shown."""
+
+    finished: str
+    took: str
+    crm: int  # contacts created, added to and removed from groups
+    mailchimp: int  # changes queued for Mailchimp
+    time_share: float  # 0..1 of the longest run's duration
+    crm_share: float  # 0..1 of the most changes on either side
+    mailchimp_share: float
+
+
+@dataclass(frozen=True)
 class Card:
     """One connection on the Status page."""
 
@@ -83,6 +96,7 @@ class Card:
     fail_reasons: list[tuple[str, int]]
     batches: list[OpenBatch]
     log: list[tuple[str, str]]
+    runs: list[RunBar]
 
     @property
     def active(self) -> bool:
@@ -113,6 +127,7 @@ def status_card(status: Mapping[str, Any], now: datetime) -> Card:
         fail_reasons=[(r or "no reason kept", n) for r, n in status.get("fail_reasons", [])],
         batches=[_batch(b, now) for b in status["batches"]],
         log=[(when(line["at"]), line["message"]) for line in status["log"][-LOG_LINES:]][::-1],
+        runs=run_chart(status.get("runs", [])),
     )
 
 
@@ -177,6 +192,27 @@ def _counts(stats: Mapping[str, int]) -> list[Count]:
     return counts
 
 
+def run_chart(runs: Sequence[Mapping[str, Any]]) -> list[RunBar]:
+    """The bars of the last runs (oldest first), each scaled to the largest shown."""
+    spans = [_span(r["started_at"], r["finished_at"]) for r in runs]
+    crm = [r["contacts_created"] + r["crm_added"] + r["crm_removed"] for r in runs]
+    mailchimp = [r["mailchimp_updates"] for r in runs]
+    longest = max((s.total_seconds() for s in spans), default=0) or 1
+    most = max([*crm, *mailchimp, 1])
+    return [
+        RunBar(
+            finished=when(r["finished_at"]),
+            took=duration(span),
+            crm=c,
+            mailchimp=m,
+            time_share=span.total_seconds() / longest,
+            crm_share=c / most,
+            mailchimp_share=m / most,
+        )
+        for r, span, c, m in zip(runs, spans, crm, mailchimp, strict=True)
+    ]
+
+
 def _batch(batch: Mapping[str, Any], now: datetime) -> OpenBatch:
     submitted = _parse(batch.get("submitted_at"))
     return OpenBatch(
@@ -207,6 +243,11 @@ def duration(span: timedelta) -> str:
 def _took(started: str | None, finished: str | None) -> str:
     start, end = _parse(started), _parse(finished)
     return duration(end - start) if start and end and end >= start else ""
+
+
+def _span(started: str | None, finished: str | None) -> timedelta:
+    start, end = _parse(started), _parse(finished)
+    return max(end - start, timedelta(0)) if start and end else timedelta(0)
 
 
 def when(value: str | None) -> str:

@@ -29,15 +29,38 @@ from hypothesis import strategies as st
 from common.db import config
 from common.mailchimp import MailchimpClient
 from common.messages import StartSync
+from services.admin.config_shape import config_json
 from services.admin.console import app as console
-from services.admin.console import session
-from services.admin.console.app import FLASH_COOKIE
+from services.admin.console import config_edit, session
+from services.admin.console.core import FLASH_COOKIE
 from sim.mailchimp import RunningSimulator, Simulator, run_in_thread
 
 pytestmark = pytest.mark.integration
 
-PAGES = ["/", "/cache", "/cache?sync_status=fail", "/cache/1", "/abort/1"]
-FORMS = ["/sync", "/abort/1", "/cache/include", "/signout"]
+CONNECTION = f"/config/accounts/0/audiences/{LIST_A}"
+PAGES = [
+    "/",
+    "/cache",
+    "/cache?sync_status=fail",
+    "/cache/1",
+    "/abort/1",
+    "/config",
+    "/config/accounts/0",
+    "/config/accounts/0/remove",
+    CONNECTION,
+    CONNECTION + "/remove",
+]
+FORMS = [
+    "/sync",
+    "/abort/1",
+    "/cache/include",
+    "/signout",
+    "/config",
+    "/config/accounts/0/remove",
+    CONNECTION,
+    CONNECTION + "/remove",
+    "/config/accounts/0/webhooks",
+]
 FUZZ = settings(
     max_examples=40,
     deadline=None,
@@ -98,6 +121,12 @@ def csrf_of(client: TestClient) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', client.get("/").text)
     assert found is not None
     return found.group(1)
+
+
+def fingerprint_of(engine: sa.Engine) -> str:
+    """The fingerprint of the stored configuration, as the config screen's forms carry it."""
+    with engine.connect() as conn:
+        return config_edit.fingerprint(config_json(config.read_config(conn)))
 
 
 def flash(reply: object) -> str:
@@ -239,21 +268,107 @@ def test_the_cache_pages_through_its_rows(signed_in: TestClient, clean_tables: s
     assert second.text.count('href="/cache/') == 5 and 'rel="prev"' in second.text
 
 
+# --- the Config screen -----------------------------------------------------------------------
+
+
+def test_the_config_screen_never_shows_an_api_key_in_full(signed_in: TestClient) -> None:
+    for path in ("/config", "/config/accounts/0", "/config/accounts/0/remove"):
+        page = signed_in.get(path)
+        assert page.status_code == 200 and API_KEY not in page.text
+        assert API_KEY[-8:] in page.text or path != "/config"  # masked: its last characters
+
+
+def test_a_refused_connection_is_shown_at_its_field_and_changes_nothing(
+    signed_in: TestClient, clean_tables: sa.Engine, simulator: RunningSimulator, group: int
+) -> None:
+    audience = simulator.simulator.create_list(API_KEY, "News").id
+    before = snapshot(clean_tables)
+    form = {
+        "csrf": csrf_of(signed_in),
+        "fingerprint": fingerprint_of(clean_tables),
+        "account_name": "Org",
+        "subscription_group_id": str(group),  # already the subscription group of LIST_A
+    }
+    reply = signed_in.post(f"/config/accounts/0/audiences/{audience}", data=form)
+    assert reply.status_code == 400
+    field = re.search(r'<select id="f-subscription_group_id"[^>]*>', reply.text)
+    assert field is not None and 'aria-invalid="true"' in field.group(0)
+    assert snapshot(clean_tables) == before
+
+
+def test_a_save_over_a_change_made_elsewhere_is_refused(
+    signed_in: TestClient, clean_tables: sa.Engine
+) -> None:
+    stale = fingerprint_of(clean_tables)
+    with clean_tables.begin() as conn:
+        config.add_account(conn, "Other", "fedcba9876543210fedcba9876543210-us2")
+    before = snapshot(clean_tables)
+    form = {"csrf": csrf_of(signed_in), "fingerprint": stale, "account_name": "Org"}
+    reply = signed_in.post("/config/accounts/0/remove", data=form)
+    assert "changed elsewhere" in flash(reply)
+    assert snapshot(clean_tables) == before
+
+
+def test_removing_a_connection_after_its_confirmation_forgets_its_rows(
+    signed_in: TestClient, clean_tables: sa.Engine
+) -> None:
+    add_row(clean_tables, LIST_A, "ann@example.org", "subscribed", None)
+    page = signed_in.get(CONNECTION + "/remove")
+    assert "1 cached member(s)" in page.text
+    form = {
+        "csrf": csrf_of(signed_in),
+        "fingerprint": fingerprint_of(clean_tables),
+        "account_name": "Org",
+    }
+    reply = signed_in.post(CONNECTION + "/remove", data=form)
+    assert flash(reply) == f"The audience {LIST_A} was disconnected."
+    with clean_tables.connect() as conn:
+        assert (
+            conn.execute(sa.text("SELECT count(*) FROM civicrm_mailchimpsync_cache")).scalar() == 0
+        )
+
+
 # --- fuzzing ----------------------------------------------------------------------------------
 
 form_values = st.text(max_size=12) | st.integers(-(2**40), 2**40).map(str)
-FIELDS = ["group_id", "since", "max_time", "contact_id", "back", "which", "next", "token", "x"]
+FIELDS = [
+    "group_id",
+    "since",
+    "max_time",
+    "contact_id",
+    "back",
+    "which",
+    "next",
+    "token",
+    "name",
+    "api_key",
+    "account_name",
+    "subscription_group_id",
+    "trust_override",
+    "data_sync",
+    "interest_id",
+    "process",
+    "id",
+    "x",
+]
 
 
 @FUZZ
 @given(
     path=st.sampled_from([*FORMS, "/signin"]),
     fields=st.dictionaries(st.sampled_from(FIELDS), form_values, max_size=5),
+    current=st.booleans(),
 )
 def test_random_forms_never_get_a_5xx(
-    signed_in: TestClient, path: str, fields: dict[str, str]
+    signed_in: TestClient,
+    clean_tables: sa.Engine,
+    path: str,
+    fields: dict[str, str],
+    current: bool,
 ) -> None:
-    reply = signed_in.post(path, data={"csrf": csrf_of(signed_in), **fields})
+    made_from = {"fingerprint": fingerprint_of(clean_tables), "account_name": "Org"}
+    form = {"csrf": csrf_of(signed_in), **(made_from if current else {}), **fields}
+    reply = signed_in.post(path, data=form)
     assert reply.status_code < 500, reply.text
     if path == "/signout":
         signed_in.post("/signin", data={"token": TOKEN})

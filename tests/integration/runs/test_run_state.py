@@ -3,9 +3,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from common.db import runs, stats
+from common import progress
+from common.db import config, crm, runs, stats
 from common.db.runs import RunParams
-from common.vocabulary import Stage
+from common.vocabulary import NEW_CONTACT_SOURCE, SYNC_METHOD, GroupStatus, Stage
 
 pytestmark = pytest.mark.integration
 
@@ -136,3 +137,30 @@ def test_a_heartbeat_does_not_wait_for_units_in_flight_but_moving_the_run_on_doe
     finally:
         unit.rollback()
         unit.close()
+
+
+def test_a_completed_run_is_remembered_with_what_it_changed_and_only_the_newest_are_kept(
+    db: sa.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runs, "RUN_HISTORY_KEPT", 2)
+    group = crm.create_group(db, "news", "News")
+    config.add_connection(db, config.add_account(db, "A", "0" * 32 + "-us1"), LIST, group, {})
+    ann = crm.insert_contacts(
+        db, [crm.NewContact("Ann", "A", NEW_CONTACT_SOURCE, (crm.NewEmail("ann@example.org"),))]
+    )[0]
+    for day in range(3):
+        start = NOW + timedelta(days=day)
+        state = runs.start(db, runs.lock(db, LIST), RunParams(), False, start)
+        if day == 2:
+            added = crm.MembershipChange(ann, group, GroupStatus.ADDED, start, SYNC_METHOD)
+            crm.set_memberships(db, [added])
+        end = start + timedelta(minutes=5)
+        progress.after_stage(db, state, Stage.READY_TO_SUBMIT_UPDATES, False, end)
+
+    remembered = runs.recent_runs(db, LIST)
+
+    assert [r["finished_at"] for r in remembered] == [
+        NOW + timedelta(days=d, minutes=5) for d in (1, 2)
+    ]
+    assert (remembered[-1]["crm_added"], remembered[-1]["crm_removed"]) == (1, 0)
+    assert remembered[0]["crm_added"] == 0

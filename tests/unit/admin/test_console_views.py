@@ -152,3 +152,29 @@ def test_pages_and_masked_keys() -> None:
     assert views.pages(51, 25, 50) == (3, 3)
     assert views.mask("0123456789abcdef0123456789abcdef-us1") == "••••cdef-us1"
     assert views.mask("short") == "••••"
+
+
+def test_the_chart_scales_each_run_to_the_largest_shown() -> None:
+    runs = [
+        {
+            "started_at": "2026-12-07T10:00:00+00:00",
+            "finished_at": "2026-12-07T10:02:00+00:00",
+            "contacts_created": 5,
+            "crm_added": 10,
+            "crm_removed": 5,
+            "mailchimp_updates": 40,
+        },
+        {
+            "started_at": "2026-12-07T11:00:00+00:00",
+            "finished_at": "2026-12-07T11:01:00+00:00",
+            "contacts_created": 0,
+            "crm_added": 0,
+            "crm_removed": 0,
+            "mailchimp_updates": 0,
+        },
+    ]
+    first, second = views.run_chart(runs)
+    assert (first.took, first.crm, first.mailchimp) == ("2 min 00 s", 20, 40)
+    assert (first.time_share, first.crm_share, first.mailchimp_share) == (1.0, 0.5, 1.0)
+    assert (second.time_share, second.crm_share, second.mailchimp_share) == (0.5, 0.0, 0.0)
+    assert views.run_chart([]) == []
