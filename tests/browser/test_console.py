@@ -128,7 +128,16 @@ def test_aborting_a_running_sync_says_what_it_does_then_stops_it(
 def test_on_a_phone_sized_screen_no_page_scrolls_sideways(console: Console, page: Page) -> None:
     _synced(console, page)
     page.set_viewport_size(PHONE)  # type: ignore[arg-type]
-    for path, name in (("/", "status-phone"), ("/cache", "cache-phone")):
+    page.goto(console.url + "/cache")
+    row = page.locator("table.rows tbody tr a").first.get_attribute("href") or ""
+    pages = (
+        ("/", "status-phone"),
+        ("/cache", "cache-phone"),
+        (row, "cache-row-phone"),
+        ("/config", "config-phone"),
+        ("/config/accounts/0", "config-account-phone"),
+    )
+    for path, name in pages:
         page.goto(console.url + path)
         width = page.evaluate("document.documentElement.scrollWidth")
         screenshot(page, name)

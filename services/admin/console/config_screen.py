@@ -21,7 +21,7 @@ from starlette.datastructures import FormData
 from common.vocabulary import TrustOverride
 from services.admin.console import config_edit, views
 from services.admin.console.config_edit import ConnectionForm, EditRefused
-from services.admin.console.core import Pages, back
+from services.admin.console.core import Pages, Refused, back
 from services.admin.context import ActionError
 from services.admin.crm_actions import crm_groups, stored_config
 
@@ -93,10 +93,7 @@ class ConfigScreen(Pages):
 
     async def account_page(self, request: Request, index: str) -> Response:
         signed_in = self.signed_in(request)
-        stored = await self._stored()
-        found = _account_at(stored, index)
-        if found is None:
-            return back("/config", "That account is no longer configured.")
+        stored, found = await self._account(index)
         problem, info = "", None
         try:
             info = await self.run("fetchaccountinfo", {"api_key": found["api_key"]})
@@ -118,10 +115,7 @@ class ConfigScreen(Pages):
 
     async def remove_account_page(self, request: Request, index: str) -> Response:
         signed_in = self.signed_in(request)
-        stored = await self._stored()
-        found = _account_at(stored, index)
-        if found is None:
-            return back("/config", "That account is no longer configured.")
+        stored, found = await self._account(index)
         audiences = [c["mailchimp_list_id"] for c in found["connections"]]
         return self.render(
             request,
@@ -168,10 +162,7 @@ class ConfigScreen(Pages):
         posted: ConnectionForm | None = None,
     ) -> Response:
         signed_in = self.signed_in(request)
-        stored = await self._stored()
-        found = _account_at(stored, index)
-        if found is None:
-            return back("/config", "That account is no longer configured.")
+        stored, found = await self._account(index)
         try:
             info = await self.run("fetchaccountinfo", {"api_key": found["api_key"]})
         except ActionError as error:
@@ -221,9 +212,8 @@ class ConfigScreen(Pages):
 
     async def remove_connection_page(self, request: Request, index: str, list_id: str) -> Response:
         signed_in = self.signed_in(request)
-        stored = await self._stored()
-        found = _account_at(stored, index)
-        if found is None or config_edit.connection_of(stored, list_id) is None:
+        stored, found = await self._account(index)
+        if config_edit.connection_of(stored, list_id) is None:
             return back("/config", f"The audience {list_id} is not connected.")
         rows = await self.run("MailchimpsyncCache.get", {"mailchimp_list_id": list_id, "limit": 1})
         return self.render(
@@ -257,10 +247,7 @@ class ConfigScreen(Pages):
 
     async def webhook(self, request: Request, index: str) -> Response:
         form = await self.posted(request)
-        stored = await self._stored()
-        found = _account_at(stored, index)
-        if found is None or found["name"] != form.get("account_name"):
-            return back("/config", "That account is no longer configured.")
+        _, found = await self._account(index, form.get("account_name"))
         process = str(form.get("process", ""))
         values = {"api_key": found["api_key"], "process": process}
         if form.get("id"):
@@ -276,6 +263,17 @@ class ConfigScreen(Pages):
 
     async def _stored(self) -> dict[str, Any]:
         return await run_in_threadpool(stored_config, self.ctx)
+
+    async def _account(
+        self, index: str, name: object = None
+    ) -> tuple[dict[str, Any], Mapping[str, Any]]:
+        """The stored configuration and its account at ``index`` (with ``name``, if given);
+        else back to the accounts, saying so."""
+        stored = await self._stored()
+        found = _account_at(stored, index)
+        if found is None or (name is not None and found["name"] != name):
+            raise Refused(back("/config", "That account is no longer configured."))
+        return stored, found
 
     async def _groups(self) -> tuple[list[tuple[int, str]], str]:
         """The CRM's groups, and what went wrong reading them (empty if nothing)."""

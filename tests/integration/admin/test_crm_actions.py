@@ -735,3 +735,31 @@ def test_updateconfig_with_civicrm_as_the_crm_takes_civicrms_groups_only(
     connections = stored["config"]["accounts"][0]["connections"]
     assert connections[0]["subscription_group_id"] == newsletter
     assert refused.value.message == f"config: no CRM group has the id {newsletter + 41}"
+
+
+def test_the_groups_offered_for_a_connection_are_civicrms_active_groups_that_hold_members(
+    clean_tables: sa.Engine,
+) -> None:
+    database = "mcsync_crm_groups_test"
+    with civicrm_database(database) as url:
+        civi = CiviCrmTables(database)
+        news, events = civi.group("zebra_news"), civi.group("events")
+        retired, smart = civi.group("retired"), civi.group("smart")
+        civi.execute("UPDATE civicrm_group SET is_active = 0 WHERE id = %s", retired)
+        search = civi.execute("INSERT INTO civicrm_saved_search (name) VALUES ('smart')")
+        civi.execute("UPDATE civicrm_group SET saved_search_id = %s WHERE id = %s", search, smart)
+        ctx = dataclasses.replace(make_context(clean_tables), settings=Settings(crm_url=url))
+
+        offered = crm_actions.crm_groups(ctx)
+
+    assert offered == [(events, "Events"), (news, "Zebra_News")]
+
+
+def test_the_groups_offered_with_the_embedded_crm_are_its_groups_by_title(
+    clean_tables: sa.Engine,
+) -> None:
+    groups = make_groups(clean_tables, "offers", "news")
+    assert crm_actions.crm_groups(make_context(clean_tables)) == [
+        (groups["news"], "News"),
+        (groups["offers"], "Offers"),
+    ]
