@@ -377,13 +377,13 @@ def _cache_search(where: CacheFilter) -> sa.Select[Any]:
     for name in ("id", "mailchimp_list_id", "mailchimp_member_id", "mailchimp_status"):
         if getattr(where, name) is not None:
             query = query.where(cache.c[name] == getattr(where, name))
-    if where.civicrm_contact_id is not None:
-        # The (audience, contact) index: every synced audience when none is named.
+    one_member = (where.civicrm_contact_id, where.mailchimp_email, where.mailchimp_member_id)
+    if where.mailchimp_list_id is None and any(v is not None for v in one_member):
+        # The (audience, contact|email|member) indexes: probe every synced audience.
         audiences = sa.func.array(sa.select(connection.c.mailchimp_list_id).scalar_subquery())
-        query = query.where(
-            cache.c.mailchimp_list_id == sa.any_(audiences),
-            cache.c.civicrm_contact_id == where.civicrm_contact_id,
-        )
+        query = query.where(cache.c.mailchimp_list_id == sa.any_(audiences))
+    if where.civicrm_contact_id is not None:
+        query = query.where(cache.c.civicrm_contact_id == where.civicrm_contact_id)
     if where.sync_status is not None:
         query = query.where(cache.c.sync_status == where.sync_status)
     if where.mailchimp_email is not None:

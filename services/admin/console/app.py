@@ -106,19 +106,15 @@ class _Console(Pages):
 
     async def status_page(self, request: Request) -> Response:
         signed_in = self.signed_in(request)
-        status = await self.run("getstatus", {})
-        now = self.ctx.clock()
-        cards = [views.status_card(c, now) for c in status["connections"]]
-        return self.render(request, "status.html", signed_in, cards=cards, now=now)
+        cards = await self._cards(stats=True)
+        return self.render(request, "status.html", signed_in, cards=cards, now=self.ctx.clock())
 
     async def status_live(self, request: Request) -> Response:
         """The live parts of every card, for the page's script to swap in."""
         if self.current(request) is None:
             return JSONResponse({"error": "signed out"}, status_code=401)
-        status = await self.run("getstatus", {"stats": False})
-        now = self.ctx.clock()
         template = self.templates.get_template("live.html")
-        cards = [views.status_card(c, now) for c in status["connections"]]
+        cards = await self._cards(stats=False)
         return JSONResponse(
             {
                 "active": any(card.active for card in cards),
@@ -138,9 +134,7 @@ class _Console(Pages):
 
     async def abort_page(self, request: Request, group_id: str) -> Response:
         signed_in = self.signed_in(request)
-        status = await self.run("getstatus", {"stats": False})
-        now = self.ctx.clock()
-        cards = [views.status_card(c, now) for c in status["connections"]]
+        cards = await self._cards(stats=False)
         card = next((c for c in cards if str(c.group_id) == group_id), None)
         if card is None:
             return back("/", f"No connection has the group {group_id}.")
@@ -170,8 +164,8 @@ class _Console(Pages):
                 "MailchimpsyncCache.get",
                 {**wanted, "limit": limit, "offset": (page - 1) * limit},
             )
-        except ActionError as error:
-            errors[error.param or "form"] = error.message
+        except ActionError as error:  # shown at its field; paging's own at the form
+            errors[error.param if error.param in CACHE_FIELDS else "form"] = error.message
             status = error.status
         current, last = views.pages(found["count"], limit, (page - 1) * limit)
         return self.render(
@@ -215,6 +209,12 @@ class _Console(Pages):
             return back(return_to, f"Nothing was marked: {error.message}")
         marked = answer["affected"]
         return back(return_to, f"{marked} cache row(s) will be synced by the next sync.")
+
+    async def _cards(self, stats: bool) -> list[views.Card]:
+        """A card per connection (``stats``: with the counts that read the whole audience)."""
+        status = await self.run("getstatus", {"stats": stats})
+        now = self.ctx.clock()
+        return [views.status_card(c, now) for c in status["connections"]]
 
     async def _audiences(self) -> list[tuple[str, str]]:
         status = await self.run("getstatus", {"stats": False})

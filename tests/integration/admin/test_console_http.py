@@ -258,6 +258,14 @@ def test_a_refused_search_is_shown_at_its_field(signed_in: TestClient) -> None:
     assert 'id="e-civicrm_contact_id"' in reply.text
 
 
+def test_a_page_past_what_offsets_can_hold_is_refused_on_the_page(
+    signed_in: TestClient,
+) -> None:
+    reply = signed_in.get("/cache?page=999999999&limit=500")
+    assert reply.status_code == 400
+    assert '<p class="error">offset:' in reply.text
+
+
 def test_the_cache_pages_through_its_rows(signed_in: TestClient, clean_tables: sa.Engine) -> None:
     for n in range(30):
         add_row(clean_tables, LIST_A, f"p{n}@example.org", "subscribed", None)
