@@ -96,7 +96,7 @@ def run(
 
 
 CONSOLE_HINT = (
-    "To see this sync in the web console (Status, Cache), run `mcsync demo --serve` "
+    "To see this sync in the web console (Status, Cache, Config), run `mcsync demo --serve` "
     "(or `make demo-serve`) and open the address it prints."
 )
 
