@@ -12,7 +12,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from common.db import config, runs
+from common.db import config, runs, stats
 from common.db.config import SyncConnection
 from common.db.runs import RunState
 from common.mailchimp import MailchimpError
@@ -36,7 +36,10 @@ def after_stage(
             return []
         case Finish():
             connections = config.load_connections(conn, list_id=state.list_id)
-            runs.remember(conn, state, {g for c in connections for g in c.group_ids}, now)
+            if state.sync_started_at is not None:
+                for connection in connections:
+                    changes = stats.changes_since(conn, connection, state.sync_started_at)
+                    runs.remember(conn, state, changes, now)
             runs.finish(conn, state, now)
             for connection in connections:
                 config.clear_trust_overrides(conn, connection.id)

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from common.db.schema import fetch_page, reconcile_chunk, run_history, status
+from common.db.stats import Changes
 from common.metrics import RUNS_PARKED, SYNC_SECONDS, parked_why
 from common.runs import RunLimits, fetch_since, parse_stop_on
 from common.settings import Settings
@@ -230,44 +231,22 @@ def finish(conn: sa.Connection, state: RunState, now: datetime) -> RunState:
     )
 
 
-# What the run changed, each table read once: the contacts the sync created, the history rows
-# it dated since the sync started in the audience's groups, and the audience's updates queued.
-REMEMBER_RUN = sa.text(
-    """
-    INSERT INTO mailchimpsync_run_history (list_id, run_id, started_at, finished_at,
-        contacts_created, crm_added, crm_removed, mailchimp_updates)
-    SELECT CAST(:list_id AS varchar), CAST(:run_id AS varchar),
-        CAST(:started_at AS timestamptz), CAST(:finished_at AS timestamptz),
-        (SELECT count(*) FROM civicrm_contact
-            WHERE source = 'mailchimpsync' AND created_date >= :started_at),
-        h.added, h.removed,
-        (SELECT count(*) FROM civicrm_mailchimpsync_update u
-            JOIN civicrm_mailchimpsync_cache c ON c.id = u.mailchimpsync_cache_id
-            WHERE c.mailchimp_list_id = :list_id AND u.created_date >= :started_at)
-    FROM (
-        SELECT count(*) FILTER (WHERE status = 'Added') AS added,
-            count(*) FILTER (WHERE status = 'Removed') AS removed
-        FROM civicrm_subscription_history
-        WHERE method = 'MCsync' AND date >= :started_at AND group_id = ANY(:group_ids)
-    ) AS h
-    ON CONFLICT (list_id, run_id) DO NOTHING
-    """
-)
-
-
-def remember(conn: sa.Connection, state: RunState, group_ids: Iterable[int], now: datetime) -> None:
-    """Keep the (locked, completing) run's times and changes, and forget the oldest runs."""
-    if state.run_id is None or state.sync_started_at is None:
-        return
+def remember(conn: sa.Connection, state: RunState, changes: Changes, now: datetime) -> None:
+    """Keep the (locked, completing) run's times and ``changes``, and forget the oldest runs."""
+    assert state.run_id is not None and state.sync_started_at is not None
     conn.execute(
-        REMEMBER_RUN,
-        {
-            "list_id": state.list_id,
-            "run_id": state.run_id,
-            "started_at": state.sync_started_at,
-            "finished_at": now,
-            "group_ids": list(group_ids),
-        },
+        pg_insert(run_history)
+        .values(
+            list_id=state.list_id,
+            run_id=state.run_id,
+            started_at=state.sync_started_at,
+            finished_at=now,
+            contacts_created=changes.contacts_created,
+            crm_added=changes.crm_added,
+            crm_removed=changes.crm_removed,
+            mailchimp_updates=changes.mailchimp_queued,
+        )
+        .on_conflict_do_nothing()
     )
     newest = (
         sa.select(run_history.c.id)

@@ -298,7 +298,6 @@ webhook_secret = Table(
     _now(),
 )
 
-# With CiviCRM as the CRM: the history id read into the copy through, per group.
 # Each completed run: when it started and ended and what it changed on each side (the Status
 # page's chart); the newest RUN_HISTORY_KEPT per audience are kept.
 run_history = Table(
@@ -317,6 +316,7 @@ run_history = Table(
     Index(None, "list_id", "finished_at"),
 )
 
+# With CiviCRM as the CRM: the history id read into the copy through, per group.
 crm_read = Table(
     "mailchimpsync_crm_read",
     metadata,

@@ -81,24 +81,26 @@ def progress(conn: sa.Connection, list_id: str) -> Progress | None:
 
 # The run's own writes, each table read once: the history rows it dated after ``since``
 # (a first sync of a million members writes two million), the contacts it created, and the
-# audience's updates completed since.
+# audience's updates queued since, and of those the ones completed.
 CHANGES = sa.text(
     """
     SELECT
         (SELECT count(*) FROM civicrm_contact
             WHERE source = 'mailchimpsync' AND created_date >= :since) AS contacts_created,
-        h.crm_added, h.crm_removed, u.mailchimp_done, u.mailchimp_failed
+        h.crm_added, h.crm_removed, u.mailchimp_queued, u.mailchimp_done, u.mailchimp_failed
     FROM (
         SELECT count(*) FILTER (WHERE status = 'Added') AS crm_added,
             count(*) FILTER (WHERE status = 'Removed') AS crm_removed
         FROM civicrm_subscription_history
         WHERE method = 'MCsync' AND date >= :since AND group_id = ANY(:group_ids)
     ) AS h, (
-        SELECT count(*) FILTER (WHERE u.error_response IS NULL) AS mailchimp_done,
-            count(*) FILTER (WHERE u.error_response NOT LIKE 'cancelled%') AS mailchimp_failed
+        SELECT count(*) AS mailchimp_queued,
+            count(*) FILTER (WHERE u.completed AND u.error_response IS NULL) AS mailchimp_done,
+            count(*) FILTER (
+                WHERE u.completed AND u.error_response NOT LIKE 'cancelled%') AS mailchimp_failed
         FROM civicrm_mailchimpsync_update u
         JOIN civicrm_mailchimpsync_cache c ON c.id = u.mailchimpsync_cache_id
-        WHERE c.mailchimp_list_id = :list_id AND u.created_date >= :since AND u.completed
+        WHERE c.mailchimp_list_id = :list_id AND u.created_date >= :since
     ) AS u
     """
 )
@@ -111,6 +113,7 @@ class Changes:
     contacts_created: int
     crm_added: int
     crm_removed: int
+    mailchimp_queued: int  # updates queued for Mailchimp, completed or not
     mailchimp_done: int
     mailchimp_failed: int
 

@@ -57,7 +57,12 @@ def test_changes_count_the_runs_own_writes_on_each_side(world: World) -> None:
     changes = stats.changes_since(w.conn, w.sc, SINCE)
 
     assert changes == stats.Changes(
-        contacts_created=1, crm_added=1, crm_removed=1, mailchimp_done=1, mailchimp_failed=1
+        contacts_created=1,
+        crm_added=1,
+        crm_removed=1,
+        mailchimp_queued=4,
+        mailchimp_done=1,
+        mailchimp_failed=1,
     )
 
 
