@@ -23,6 +23,7 @@ from services.admin.console.core import (
     install_refusals,
     local,
     local_path,
+    number,
     templates,
 )
 from services.admin.context import ActionError, AdminContext
@@ -155,7 +156,7 @@ class _Console(Pages):
         query = request.query_params
         wanted = fields(query, CACHE_FIELDS)
         limit = _choice(query.get("limit"), PAGE_SIZES)
-        page = max(1, _int(query.get("page")) or 1)
+        page = max(1, number(query.get("page")) or 1)
         errors: dict[str, str] = {}
         found: dict[str, Any] = {"count": 0, "values": []}
         status = 200
@@ -224,13 +225,9 @@ class _Console(Pages):
         ]
 
 
-def _int(value: str | None) -> int | None:
-    return int(value) if value and value.isascii() and value.isdigit() and len(value) < 10 else None
-
-
 def _choice(value: str | None, allowed: tuple[int, ...]) -> int:
-    number = _int(value)
-    return number if number in allowed else allowed[0]
+    given = number(value)
+    return given if given in allowed else allowed[0]
 
 
 def _link(wanted: Mapping[str, str], limit: int, page: int, changes: Mapping[str, Any]) -> str:

@@ -20,11 +20,7 @@ Config = dict[str, Any]
 
 
 class EditRefused(ValueError):
-    """The edit names something the configuration does not hold (``field``: which)."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
+    """The edit names something the configuration does not hold (any more)."""
 
 
 def fingerprint(config: Mapping[str, Any]) -> str:
@@ -33,10 +29,11 @@ def fingerprint(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def account(config: Mapping[str, Any], index: int, name: str) -> Mapping[str, Any]:
-    """The account at ``index``, if it still has ``name`` (the page was made from it)."""
+def account(config: Mapping[str, Any], index: int, name: object = None) -> Mapping[str, Any]:
+    """The account at ``index``, if it still has ``name`` (the page was made from it; None:
+    whichever it has)."""
     accounts = config["accounts"]
-    if not 0 <= index < len(accounts) or accounts[index]["name"] != name:
+    if not 0 <= index < len(accounts) or name not in (None, accounts[index]["name"]):
         raise EditRefused("that account is no longer configured: reload the page")
     found: Mapping[str, Any] = accounts[index]
     return found

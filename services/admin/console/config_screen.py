@@ -21,12 +21,11 @@ from starlette.datastructures import FormData
 from common.vocabulary import TrustOverride
 from services.admin.console import config_edit, views
 from services.admin.console.config_edit import ConnectionForm, EditRefused
-from services.admin.console.core import Pages, Refused, back
+from services.admin.console.core import Pages, Refused, back, number
 from services.admin.context import ActionError
 from services.admin.crm_actions import crm_groups, stored_config
 
 TRUST_CHOICES = [(t.value, t.value or "neither (the newer change wins)") for t in TrustOverride]
-WEBHOOK_PROCESSES = ("add_batch_webhook", "delete_batch_webhook", "add_webhook", "delete_webhook")
 
 
 def add_routes(router: APIRouter, screen: ConfigScreen) -> None:
@@ -74,15 +73,12 @@ class ConfigScreen(Pages):
     async def add_account(self, request: Request) -> Response:
         form = await self.posted(request)
         name, api_key = str(form.get("name", "")).strip(), str(form.get("api_key", "")).strip()
-        stored = await self._stored()
-        if form.get("fingerprint") != config_edit.fingerprint(stored):
-            return back("/config", CHANGED_ELSEWHERE)
+        stored = await self._unchanged(form, "/config")
         if not name:
             return await self._overview(request, {"name": "Give the account a name"}, name)
         try:
             await self.run("fetchaccountinfo", {"api_key": api_key})
-            changed = config_edit.add_account(stored, name, api_key)
-            await self.run("updateconfig", {"config": json.dumps(changed)})
+            changed = await self._replace(config_edit.add_account(stored, name, api_key))
         except ActionError as error:
             field = "api_key" if "api_key" in error.message else "name"
             return await self._overview(request, {field: error.message}, name)
@@ -142,7 +138,7 @@ class ConfigScreen(Pages):
         return await self._save(
             form,
             lambda stored: config_edit.remove_account(
-                stored, _int(index), str(form.get("account_name", ""))
+                stored, _index(index), str(form.get("account_name", ""))
             ),
             "/config",
             f"The account {form.get('account_name', '')} was removed.",
@@ -171,7 +167,8 @@ class ConfigScreen(Pages):
         if audience is None:
             return back(f"/config/accounts/{index}", f"The account has no audience {list_id}.")
         groups, problem = await self._groups()
-        current = posted or _form_of_connection(list_id, config_edit.connection_of(stored, list_id))
+        connection = config_edit.connection_of(stored, list_id)
+        current = posted or _form_of_connection(list_id, connection)
         return self.render(
             request,
             "connection.html",
@@ -183,7 +180,7 @@ class ConfigScreen(Pages):
             interests=config_edit.interest_choices(audience),
             chosen=current,
             chosen_interests={i: (g, t) for i, g, t in current.interests},
-            connected=config_edit.connection_of(stored, list_id) is not None,
+            connected=connection is not None,
             groups=groups,
             trust_choices=TRUST_CHOICES,
             fingerprint=config_edit.fingerprint(stored),
@@ -193,14 +190,10 @@ class ConfigScreen(Pages):
     async def save_connection(self, request: Request, index: str, list_id: str) -> Response:
         form = await self.posted(request)
         posted = _connection_form(list_id, form)
-        stored = await self._stored()
-        if form.get("fingerprint") != config_edit.fingerprint(stored):
-            return back(f"/config/accounts/{index}/audiences/{list_id}", CHANGED_ELSEWHERE)
+        stored = await self._unchanged(form, f"/config/accounts/{index}/audiences/{list_id}")
         try:
-            changed = config_edit.set_connection(
-                stored, _int(index), str(form.get("account_name", "")), posted
-            )
-            await self.run("updateconfig", {"config": json.dumps(changed)})
+            name = str(form.get("account_name", ""))
+            await self._replace(config_edit.set_connection(stored, _index(index), name, posted))
         except EditRefused as error:
             return back("/config", str(error))
         except ActionError as error:
@@ -237,7 +230,7 @@ class ConfigScreen(Pages):
         return await self._save(
             form,
             lambda stored: config_edit.remove_connection(
-                stored, _int(index), str(form.get("account_name", "")), list_id
+                stored, _index(index), str(form.get("account_name", "")), list_id
             ),
             f"/config/accounts/{index}",
             f"The audience {list_id} was disconnected.",
@@ -270,10 +263,10 @@ class ConfigScreen(Pages):
         """The stored configuration and its account at ``index`` (with ``name``, if given);
         else back to the accounts, saying so."""
         stored = await self._stored()
-        found = _account_at(stored, index)
-        if found is None or (name is not None and found["name"] != name):
-            raise Refused(back("/config", "That account is no longer configured."))
-        return stored, found
+        try:
+            return stored, config_edit.account(stored, _index(index), name)
+        except EditRefused:
+            raise Refused(back("/config", "That account is no longer configured.")) from None
 
     async def _groups(self) -> tuple[list[tuple[int, str]], str]:
         """The CRM's groups, and what went wrong reading them (empty if nothing)."""
@@ -282,13 +275,23 @@ class ConfigScreen(Pages):
         except ActionError as error:
             return [], f"The CRM's groups could not be read: {error.message}"
 
-    async def _save(self, form: FormData, edit: Any, done: str, message: str) -> Response:
+    async def _unchanged(self, form: FormData, stale_to: str) -> dict[str, Any]:
+        """The stored configuration, if it is the one the form was made from; else back to
+        ``stale_to``, saying why nothing was saved."""
         stored = await self._stored()
         if form.get("fingerprint") != config_edit.fingerprint(stored):
-            return back("/config", CHANGED_ELSEWHERE)
+            raise Refused(back(stale_to, CHANGED_ELSEWHERE))
+        return stored
+
+    async def _replace(self, changed: dict[str, Any]) -> dict[str, Any]:
+        """Save the whole configuration with ``updateconfig``."""
+        await self.run("updateconfig", {"config": json.dumps(changed)})
+        return changed
+
+    async def _save(self, form: FormData, edit: Any, done: str, message: str) -> Response:
+        stored = await self._unchanged(form, "/config")
         try:
-            changed = edit(stored)
-            await self.run("updateconfig", {"config": json.dumps(changed)})
+            await self._replace(edit(stored))
         except (EditRefused, ActionError) as error:
             return back("/config", f"Nothing was changed: {error}")
         return back(done, message)
@@ -306,14 +309,10 @@ REMOVED_CONNECTION = [
 ]
 
 
-def _account_at(config: Mapping[str, Any], index: str) -> Mapping[str, Any] | None:
-    position = _int(index)
-    accounts = config["accounts"]
-    return accounts[position] if 0 <= position < len(accounts) else None
-
-
-def _int(value: str) -> int:
-    return int(value) if value.isascii() and value.isdigit() and len(value) < 9 else -1
+def _index(value: str) -> int:
+    """An account's position from the path (-1, no account, if it is not a number)."""
+    found = number(value)
+    return -1 if found is None else found
 
 
 def _connection_form(list_id: str, form: FormData) -> ConnectionForm:

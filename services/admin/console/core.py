@@ -149,6 +149,11 @@ def back(path: str, message: str) -> Response:
     return reply
 
 
+def number(value: str | None) -> int | None:
+    """A form's or a path's value as a natural number, if it is a short one."""
+    return int(value) if value and value.isascii() and value.isdigit() and len(value) < 10 else None
+
+
 def local(request: Request, name: str) -> str:
     return local_path(request.query_params.get(name, "/"))
 

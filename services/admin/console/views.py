@@ -84,7 +84,6 @@ class Card:
     group_title: str
     state: str  # idle, running, sending, parked or stale: said in words, not by colour alone
     state_text: str
-    stage: str
     stage_label: str
     step: int  # 1-based position of the stage among the stages
     steps: int
@@ -115,7 +114,6 @@ def status_card(status: Mapping[str, Any], now: datetime) -> Card:
         group_title=status.get("group_title") or f"group {status['group_id']}",
         state=state,
         state_text=state_text,
-        stage=stage.value,
         stage_label=STAGE_LABELS[stage],
         step=order.index(stage) + 1,
         steps=len(order),

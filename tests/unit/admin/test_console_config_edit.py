@@ -73,6 +73,13 @@ def test_an_edit_of_an_account_that_moved_or_went_is_refused() -> None:
         config_edit.remove_connection(stored(), 0, "Org", "not-connected")
 
 
+def test_an_account_is_found_by_its_position_and_if_given_its_name() -> None:
+    assert config_edit.account(stored(), 0)["name"] == "Org"
+    assert config_edit.account(stored(), 0, "Org")["name"] == "Org"
+    with pytest.raises(EditRefused):
+        config_edit.account(stored(), -1)
+
+
 def test_removing_and_adding_accounts_and_connections() -> None:
     assert (
         config_edit.remove_connection(stored(), 0, "Org", "list1")["accounts"][0]["connections"]
