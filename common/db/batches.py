@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -30,6 +30,20 @@ from common.vocabulary import PLUGIN_DATA_SENT, BatchStatus, ResponseProcessed, 
 STALL_AFTER = timedelta(hours=1)
 """A batch whose status and finished operations have not changed for this long is stalled:
 logged by the poller, marked on the Status page."""
+
+
+class _Moves(Protocol):
+    @property
+    def progressed_at(self) -> datetime | None: ...
+    @property
+    def submitted_at(self) -> datetime | None: ...
+
+
+def last_progress(row: _Moves) -> datetime | None:
+    """When the batch last moved on: its status or finished operations changed, or it was
+    submitted."""
+    return row.progressed_at or row.submitted_at
+
 
 _CLAIM_LOCK_NAMESPACE = "mailchimpsync-submit"
 _POLL_LOCK = "hashtext('mailchimpsync-poll')"

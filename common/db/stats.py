@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from common.db.batches import STALL_AFTER
+from common.db.batches import STALL_AFTER, last_progress
 from common.db.config import SyncConnection
 from common.db.schema import batch, cache, connection, group, group_contact
 from common.vocabulary import BatchStatus, ResponseProcessed
@@ -283,7 +283,7 @@ class OpenBatch:
 
     def stalled(self, now: datetime, after: timedelta = STALL_AFTER) -> bool:
         """At Mailchimp, and not moved on for ``after`` (as the poller last read it)."""
-        since = self.progressed_at or self.submitted_at
+        since = last_progress(self)
         return self.mailchimp_batch_id is not None and since is not None and now - since >= after
 
 

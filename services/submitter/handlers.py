@@ -69,7 +69,7 @@ from services.submitter.operations import (
     PlannedBatch,
     plan_batches,
 )
-from services.submitter.polling import due_for_check, last_progress, stalled
+from services.submitter.polling import due_for_check, stalled
 from services.submitter.results import (
     CacheRowState,
     Failed,
@@ -689,7 +689,7 @@ def _stall_message(batch_id: str, state: sql.MailchimpBatchState, row: sql.Batch
         f"Mailchimp batch {batch_id} is not progressing: status {state.status}, "
         f"{state.finished_operations}/{state.total_operations} operations finished, "
         f"submitted {row.submitted_at:%Y-%m-%d %H:%M} UTC, unchanged since "
-        f"{last_progress(row):%Y-%m-%d %H:%M} UTC; still waiting for it"
+        f"{sql.last_progress(row):%Y-%m-%d %H:%M} UTC; still waiting for it"
     )
 
 

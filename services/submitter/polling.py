@@ -13,15 +13,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from common.db.batches import BatchRow, MailchimpBatchState
+from common.db.batches import BatchRow, MailchimpBatchState, last_progress
 
 MAX_CHECK_INTERVAL = timedelta(minutes=5)
-
-
-def last_progress(row: BatchRow) -> datetime | None:
-    """When the batch last moved on: its status or finished operations changed, or it was
-    submitted."""
-    return row.progressed_at or row.submitted_at
 
 
 def due_for_check(

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.db.batches import BatchRow, MailchimpBatchState
-from services.submitter.polling import MAX_CHECK_INTERVAL, due_for_check, last_progress, stalled
+from common.db.batches import BatchRow, MailchimpBatchState, last_progress
+from services.submitter.polling import MAX_CHECK_INTERVAL, due_for_check, stalled
 
 SUBMITTED = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
