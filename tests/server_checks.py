@@ -20,6 +20,13 @@ def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listened on a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def require_server(host: str, port: int, what: str = "server") -> None:
     """Skip the test when nothing listens on ``host:port``; fail instead under ``CI=true``."""
     if port_open(host, port):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from server_checks import free_port
 
 from sim.mailchimp import Simulator
 
@@ -46,9 +46,7 @@ class SeededSimulator:
 def seeded_simulator(members: int, seed: int = 1) -> Iterator[SeededSimulator]:
     """Start the simulator process on a free port with ``members`` seeded; stop it after."""
     started = time.perf_counter()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+    port = free_port()
     command = [sys.executable, "-m", "sim.mailchimp", "--port", str(port)]
     process = subprocess.Popen(
         [*command, "--seed-members", str(members), "--seed", str(seed)],

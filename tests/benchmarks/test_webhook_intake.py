@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import pika
 import pytest
 import sqlalchemy as sa
 from rabbit_vhosts import isolated_rabbitmq
+from server_checks import free_port
 
 from common.db.config import add_account, add_connection, add_webhook_secret
 from common.db.schema import webhook_event
@@ -68,15 +68,9 @@ def _synced_audience(engine: sa.Engine) -> None:
         add_connection(conn, account_id, LIST_ID, subscription_group_id=1)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextmanager
 def _served(database_url: str, broker_url: str) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-c", SERVER, database_url, broker_url, str(port)], cwd=ROOT
     )

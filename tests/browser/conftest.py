@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from browser_support import DESKTOP, TOKEN, Console, chromium_path, serving
+from asgi_client import serve_in_thread
+from browser_support import DESKTOP, TOKEN, Console, chromium_path
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 from common.settings import Settings
@@ -55,7 +56,7 @@ def console(clean_tables: sa.Engine, database_url: str) -> Iterator[Console]:
         running = workers.build(settings, workers.SERVICES, threads=4)
         running.start()
         try:
-            with serving(build_app(running.runtime, lambda: running.periodic)) as url:
-                yield Console(url, clean_tables, simulator, audience)
+            with serve_in_thread(build_app(running.runtime, lambda: running.periodic)) as served:
+                yield Console(served.base_url, clean_tables, simulator, audience)
         finally:
             running.stop()

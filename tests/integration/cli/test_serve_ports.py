@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,18 +12,13 @@ import time
 import pytest
 import requests
 import sqlalchemy as sa
+from server_checks import free_port
 
 from common.webhook_urls import BATCH_WEBHOOK_PATH
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "serve-ports-token-0123456789"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_until_answering(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -42,7 +36,7 @@ def _wait_until_answering(url: str, process: subprocess.Popen[bytes]) -> None:
 def test_the_admin_port_holds_the_console_and_api_and_the_public_port_only_the_webhooks(
     clean_tables: sa.Engine, database_url: str
 ) -> None:
-    public, private = _free_port(), _free_port()
+    public, private = free_port(), free_port()
     env = {
         **os.environ,
         "MCSYNC_DATABASE_URL": database_url,
